@@ -1,0 +1,1 @@
+"""Networks with EG3D's module tree and parameter names."""

@@ -1,0 +1,1 @@
+"""Neural volume rendering of tri-planes: plane sampling, rays, importance sampling, compositing."""
