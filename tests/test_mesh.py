@@ -1,0 +1,111 @@
+"""Mesh extraction on analytic densities: a sphere must come back round, closed and outward-facing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from inference.config import EG3D_PLANE_AXES, ORTHOGONAL_PLANE_AXES, GeneratorConfig, RenderingConfig
+from inference.errors import NoSurfaceError
+from inference.mesh import (density_grid, extract_mesh, grid_coordinates, largest_component, marching_cubes,
+                            signed_volume)
+from inference.networks.triplane import TriPlaneGenerator
+
+RADIUS = 0.3
+
+
+def edge_use_counts(faces: np.ndarray) -> np.ndarray:
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    return counts
+
+
+def sphere_volume(n: int, radius: float, centre=(0.0, 0.0, 0.0)) -> np.ndarray:
+    axis = grid_coordinates(n, 1.0)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    return (radius - np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)).astype(np.float32)
+
+
+def test_marching_cubes_recovers_a_sphere_of_known_radius():
+    vertices, faces = marching_cubes(sphere_volume(96, RADIUS), 0.0, box_warp=1.0)
+    radii = np.linalg.norm(vertices, axis=1)
+    assert abs(radii.mean() - RADIUS) < 1e-3 and radii.std() < 2e-3
+    assert (edge_use_counts(faces) == 2).all(), "every edge joins exactly two faces: watertight"
+    assert len(vertices) - len(edge_use_counts(faces)) + len(faces) == 2, "Euler characteristic of a sphere"
+    assert signed_volume(vertices, faces) == pytest.approx(4 / 3 * math.pi * RADIUS**3, rel=0.01)
+
+
+def test_no_surface_at_the_level_is_an_error_not_an_empty_mesh():
+    with pytest.raises(NoSurfaceError, match="no surface at level 5"):
+        marching_cubes(sphere_volume(32, RADIUS), 5.0, box_warp=1.0)
+
+
+def test_largest_component_drops_floaters():
+    volume = np.maximum(sphere_volume(64, 0.25, (-0.15, 0, 0)), sphere_volume(64, 0.06, (0.35, 0.3, 0.3)))
+    vertices, faces = marching_cubes(volume, 0.0, box_warp=1.0)
+    kept_vertices, kept_faces = largest_component(vertices, faces)
+    assert len(kept_faces) < len(faces)
+    assert kept_vertices[:, 0].max() < 0.15, "only the big sphere (x in [-0.4, 0.1]) remains"
+    assert (edge_use_counts(kept_faces) == 2).all()
+    assert kept_faces.max() == len(kept_vertices) - 1
+
+
+def sphere_generator(plane_axes, resolution: int = 128) -> tuple[TriPlaneGenerator, torch.Tensor]:
+    """A generator whose density is a sphere: each plane holds a^2 + b^2 of its own two axes, so the
+    decoder's plane mean is 2/3 r^2, and the decoder maps it monotonically to density."""
+    config = GeneratorConfig(name="sphere", z_dim=4, w_dim=8, triplane_resolution=8, triplane_channels=1,
+                             channel_base=64, channel_max=8, plane_axes=plane_axes, decoder_hidden=1,
+                             decoder_output_dim=3, superresolution=None, rendering=RenderingConfig())
+    generator = TriPlaneGenerator(config).eval().requires_grad_(False)
+    first, last = generator.decoder.net[0], generator.decoder.net[2]
+    with torch.no_grad():
+        first.weight.fill_(1.0)
+        first.bias.zero_()
+        last.weight.copy_(torch.tensor([[-1.0], [1.0], [0.0], [-1.0]]) * math.sqrt(1))
+        level_offset = torch.nn.functional.softplus(torch.tensor(2 / 3 * RADIUS**2))
+        last.bias.copy_(torch.tensor([float(level_offset), 0.0, 0.0, 0.0]))
+    centres = (torch.arange(resolution) + 0.5) / resolution - 0.5
+    v, u = torch.meshgrid(centres, centres, indexing="ij")
+    planes = (u**2 + v**2).reshape(1, 1, 1, resolution, resolution).repeat(1, 3, 1, 1, 1)
+    return generator, planes
+
+
+@pytest.mark.parametrize("plane_axes", [EG3D_PLANE_AXES, ORTHOGONAL_PLANE_AXES])
+def test_grid_density_equals_point_queries(plane_axes):
+    torch.manual_seed(0)
+    _, planes = sphere_generator(plane_axes)
+    generator, _ = sphere_generator(plane_axes)
+    planes = planes + torch.randn_like(planes) * 0.1  # break the symmetry so a swapped axis would show
+    volume = density_grid(generator, planes, 40, chunk_voxels=1000)
+    axis = grid_coordinates(40, 1.0)
+    idx = np.random.default_rng(0).integers(0, 40, size=(500, 3))
+    points = torch.tensor(axis[idx], dtype=torch.float32)[None]
+    expected = generator.sample_field(planes, points)["sigma"][0, :, 0].numpy()
+    np.testing.assert_allclose(volume[idx[:, 0], idx[:, 1], idx[:, 2]], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_generator_sphere_mesh_has_the_right_radius_closed_surface_and_colours():
+    generator, planes = sphere_generator(ORTHOGONAL_PLANE_AXES)
+    mesh = extract_mesh(generator, planes, resolution=128, level=0.0)
+    radii = np.linalg.norm(mesh.vertices, axis=1)
+    assert abs(radii.mean() - RADIUS) < 2e-3 and radii.std() < 3e-3
+    assert (edge_use_counts(mesh.faces) == 2).all()
+    assert signed_volume(mesh.vertices, mesh.faces) > 0
+    assert mesh.colors.shape == (len(mesh.vertices), 3)
+    assert mesh.colors.min() >= 0 and mesh.colors.max() <= 1
+    # Red rises and blue falls with the density's hidden unit; green is the constant sigmoid(0) = 0.5.
+    np.testing.assert_allclose(mesh.colors[:, 1], 0.5, atol=1e-3)
+    blender = mesh.blender_vertices(metres_per_unit=0.5)
+    np.testing.assert_allclose(blender[:, 1], -mesh.vertices[:, 2] * 0.5, rtol=1e-6, atol=1e-7)
+
+
+def test_surface_only_inside_the_cleared_border_is_reported():
+    generator, planes = sphere_generator(ORTHOGONAL_PLANE_AXES)
+    last = generator.decoder.net[2]
+    last.weight.neg_()
+    last.bias.neg_()  # now dense outside the sphere: all of that lies in a border of 0.35 of the box
+    with pytest.raises(NoSurfaceError, match="cleared border"):
+        extract_mesh(generator, planes, resolution=32, level=0.0, border_fraction=0.35)
