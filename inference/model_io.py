@@ -1,0 +1,86 @@
+"""Model folders: `config.json` + `model.safetensors`. The engine loads nothing else (no pickles).
+
+Every way a folder can be wrong (missing, truncated, foreign file, another architecture, missing or
+mis-shaped tensors) becomes a `ModelLoadError` / `ModelConfigError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
+import torch
+
+from .config import GeneratorConfig
+from .errors import ModelLoadError
+from .fileio import atomic_write
+from .networks.triplane import TriPlaneGenerator
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was requested but PyTorch sees no CUDA GPU; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def save_model(generator: TriPlaneGenerator, folder: Path) -> None:
+    """Write the generator's config and weights atomically (weights first, so a config implies weights)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    metadata = {"format": "triface-generator", "config": json.dumps(generator.config.to_json_dict())}
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata=metadata))
+    generator.config.save(folder / CONFIG_NAME)
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file on the CPU, or a ModelLoadError that says why not."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: weights file not found; a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME} "
+                             f"(convert an EG3D .pkl with `python -m inference.convert IN.pkl OUT_DIR`)")
+    try:
+        return safetensors.torch.load_file(str(path), device="cpu")
+    except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"{path}: not a readable safetensors file (truncated or foreign?): {exc}") from exc
+
+
+def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
+    """Raise ModelLoadError listing missing, unexpected and mis-shaped tensors (first few of each)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    misshaped = [f"{k} {tuple(found[k].shape)} (expected {tuple(v.shape)})"
+                 for k, v in expected.items() if k in found and found[k].shape != v.shape]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
+        if items:
+            more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+            problems.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
+    if problems:
+        raise ModelLoadError(f"{source}: weights do not match the config's architecture; " + "; ".join(problems))
+
+
+def load_model(folder: Path, device: str | torch.device = "cpu") -> TriPlaneGenerator:
+    """Build the generator a model folder describes and load its weights, in eval mode."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: model folder not found")
+    config = GeneratorConfig.load(folder / CONFIG_NAME)
+    weights = read_weights(folder / WEIGHTS_NAME)
+    generator = TriPlaneGenerator(config)
+    check_state_dict(generator.state_dict(), weights, str(folder / WEIGHTS_NAME))
+    generator.load_state_dict(weights, strict=True)
+    device = select_device(device) if isinstance(device, str) else device
+    return generator.eval().requires_grad_(False).to(device)
