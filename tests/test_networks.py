@@ -303,3 +303,14 @@ def test_full_generator_is_deterministic_and_shaped():
         assert torch.equal(a[key], b[key]), key
     assert (a["image_depth"] >= 2.25).all() and (a["image_depth"] <= 3.3 + 1e-5).all()
     assert (a["image_mask"] >= 0).all() and (a["image_mask"] <= 1 + 1e-5).all()
+
+
+def test_aware3d_conv_equals_a_convolution_of_plane_and_context_away_from_edges():
+    from inference.networks.aware3d import Aware3DConv
+    torch.manual_seed(11)
+    conv = Aware3DConv(2, 3, ORTHOGONAL_PLANE_AXES)
+    conv.bias.data.normal_()
+    planes = torch.randn(2, 3, 2, 8, 8)
+    ctx = aware3d_context(planes, ORTHOGONAL_PLANE_AXES).reshape(2, 18, 8, 8)
+    expected = F.conv2d(ctx, conv.weight * conv.weight_gain, conv.bias, padding=1, groups=3).reshape(2, 3, 3, 8, 8)
+    torch.testing.assert_close(conv(planes)[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1], rtol=1e-5, atol=1e-5)

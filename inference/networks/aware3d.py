@@ -37,7 +37,12 @@ def aware3d_context(planes: torch.Tensor, plane_axes: tuple[tuple[int, int], ...
 
 
 class Aware3DConv(nn.Module):
-    """A 3x3 conv per plane (separate weights per plane) over the plane and its 3D-aware context."""
+    """A k x k conv per plane over the plane and its 3D-aware context (separate weights per plane).
+
+    The context channels are lines broadcast across the plane, so their share of the convolution is a
+    1D convolution of the line (kernel summed across the broadcast direction), broadcast back: the same
+    result as convolving `aware3d_context` away from the plane's edges, at a fraction of the cost.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, plane_axes: tuple[tuple[int, int], ...],
                  kernel_size: int = 3) -> None:
@@ -47,20 +52,45 @@ class Aware3DConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros([3 * out_channels]))
         self.weight_gain = 1 / math.sqrt(3 * in_channels * kernel_size * kernel_size)
         self.padding = kernel_size // 2
+        self.in_channels, self.out_channels = in_channels, out_channels
 
     def forward(self, planes: torch.Tensor) -> torch.Tensor:
-        n, _, _, h, w = planes.shape
-        x = aware3d_context(planes, self.plane_axes).reshape(n, -1, h, w)
-        x = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.padding, groups=3)
-        return x.reshape(n, 3, -1, h, w)
+        n, _, c, h, w = planes.shape
+        weight = (self.weight * self.weight_gain).reshape(3, self.out_channels, 3, c, *self.weight.shape[-2:])
+        own = F.conv2d(planes.reshape(n, 3 * c, h, w), weight[:, :, 0].reshape(3 * self.out_channels, c,
+                                                                             *weight.shape[-2:]),
+                       self.bias, padding=self.padding, groups=3).reshape(n, 3, self.out_channels, h, w)
+        outputs = []
+        for p, (width_axis, height_axis) in enumerate(self.plane_axes):
+            lacking = 3 - width_axis - height_axis
+            out = own[:, p]
+            slot = 1
+            for q, (q_width, q_height) in enumerate(self.plane_axes):
+                if q == p:
+                    continue
+                if q_width == lacking:
+                    line, line_axis = planes[:, q].mean(dim=-1), q_height
+                else:
+                    line, line_axis = planes[:, q].mean(dim=-2), q_width
+                kernel = weight[p, :, slot]  # (out, c, k, k)
+                slot += 1
+                if line_axis == width_axis:  # the line runs along this plane's width: broadcast over rows
+                    y = F.conv1d(line, kernel.sum(dim=-2), padding=self.padding).unsqueeze(-2)
+                else:
+                    y = F.conv1d(line, kernel.sum(dim=-1), padding=self.padding).unsqueeze(-1)
+                out = out + y
+            outputs.append(out)
+        return torch.stack(outputs, dim=1)
 
 
 class TriplaneRefiner(nn.Module):
     """Residual stack of 3D-aware convolutions applied to the backbone's tri-planes."""
 
-    def __init__(self, channels: int, num_layers: int, plane_axes: tuple[tuple[int, int], ...]) -> None:
+    def __init__(self, channels: int, num_layers: int, plane_axes: tuple[tuple[int, int], ...],
+                 kernel_size: int = 3) -> None:
         super().__init__()
-        self.layers = nn.ModuleList([Aware3DConv(channels, channels, plane_axes) for _ in range(num_layers)])
+        self.layers = nn.ModuleList([Aware3DConv(channels, channels, plane_axes, kernel_size)
+                                     for _ in range(num_layers)])
 
     def forward(self, planes: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
