@@ -20,7 +20,7 @@ from .config import PRESETS
 from .errors import TriFaceError
 from .export import depth_to_uint8, tensor_to_uint8, write_glb, write_png, write_ply
 from .fileio import atomic_write_text
-from .mesh import EG3D_BORDER_FRACTION, EG3D_SURFACE_LEVEL, extract_mesh
+from .mesh import extract_mesh
 from .model_io import load_model, save_model, select_device
 from .networks.triplane import TriPlaneGenerator
 
@@ -58,8 +58,9 @@ def generate(args: argparse.Namespace) -> None:
         write_png(out / f"{name}_depth.png", depth_to_uint8(render["image_depth"][0], render["image_mask"][0]))
         summary["files"] += [f"{name}.png", f"{name}_depth.png"]
     _log(f"rendered 3 views ({time.perf_counter() - started:.1f} s)")
-    mesh = extract_mesh(generator, planes, resolution=args.resolution, level=args.level,
-                        border_fraction=args.border)
+    level = cfg.surface_level if args.level is None else args.level
+    border = cfg.mesh_border_fraction if args.border is None else args.border
+    mesh = extract_mesh(generator, planes, resolution=args.resolution, level=level, border_fraction=border)
     write_ply(out / "mesh.ply", mesh)
     write_glb(out / "mesh.glb", mesh, cfg.metres_per_unit)
     summary["files"] += ["mesh.ply", "mesh.glb"]
@@ -88,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--truncation", type=float, default=0.7)
     gen.add_argument("--resolution", type=int, default=256, help="marching-cubes grid size per axis")
-    gen.add_argument("--level", type=float, default=EG3D_SURFACE_LEVEL, help="density iso-level (EG3D: 2 to 20)")
-    gen.add_argument("--border", type=float, default=EG3D_BORDER_FRACTION,
-                     help="fraction of the grid cleared at each face of the box")
+    gen.add_argument("--level", type=float, default=None,
+                     help="density iso-level (default: the model's surface_level; EG3D works from 2 to 20)")
+    gen.add_argument("--border", type=float, default=None,
+                     help="fraction of the grid cleared at each face of the box (default: the model's)")
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     gen.set_defaults(run=generate)
     return parser

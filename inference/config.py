@@ -51,7 +51,8 @@ class RenderingConfig:
     neural_rendering_resolution: int = 64
     clamp_mode: str = "softplus"
     white_back: bool = False
-    density_bias: float = -1.0            # density = softplus(sigma + density_bias)
+    density_bias: float = -1.0            # density = density_scale * softplus(sigma + density_bias)
+    density_scale: float = 1.0            # EG3D: 1; our models: sharper surfaces without huge raw sigma
     avg_camera_radius: float = 2.7
     avg_camera_pivot: tuple[float, float, float] = (0.0, 0.0, 0.2)
     c_scale: float = 1.0                  # camera label scale fed to the mapping network
@@ -68,6 +69,8 @@ class GeneratorConfig:
     w_dim: int = 512
     mapping_layers: int = 2
     mapping_lr_multiplier: float = 0.01
+    # EG3D normalises z to unit second moment; our models' z is a parameter vector whose scale matters.
+    mapping_normalize_z: bool = True
     w_avg_beta: float = 0.998
     triplane_resolution: int = 256
     triplane_channels: int = 32
@@ -78,6 +81,7 @@ class GeneratorConfig:
     # Mimic3D 3D-aware convolutions: residual layers that refine the backbone's tri-planes, each plane
     # seeing the others pooled along the axis it lacks. 0 for EG3D checkpoints.
     aware3d_layers: int = 0
+    aware3d_kernel: int = 3
     decoder_hidden: int = 64
     decoder_output_dim: int = 32
     decoder_lr_multiplier: float = 1.0
@@ -86,7 +90,11 @@ class GeneratorConfig:
     sr_conv_clamp: float | None = None
     img_resolution: int = 512
     # Scale from EG3D world units to metres, for Blender; FFHQ heads are ~0.6 units wide, ~0.25 m real.
-    metres_per_unit: float = 0.42
+    metres_per_unit: float = 0.427
+    # Mesh extraction defaults: iso-level of raw sigma, and the fraction of the grid cleared at each side
+    # of the box (EG3D's recipe: level 10, 30/256 to drop plane-edge artefacts).
+    surface_level: float = 10.0
+    mesh_border_fraction: float = 30 / 256
     rendering: RenderingConfig = field(default_factory=RenderingConfig)
     # Free-form facts a later stage may declare (licence, edit directions, encoder presence, ...).
     extras: dict[str, Any] = field(default_factory=dict)
@@ -178,20 +186,34 @@ def ffhq512_config(neural_rendering_resolution: int = 64) -> GeneratorConfig:
 
 
 def default_small_config() -> GeneratorConfig:
-    """TriFace's own small model: 128^2 x 32-channel tri-planes, 3D-aware convs, 64 px render, SR to 256."""
+    """TriFace's own small model, sized to train on a 2-core CPU.
+
+    z is the synthetic head's parameter vector (identity 100, expressions 57, appearance 14, lighting 4), so
+    the mapping sees it unnormalised and needs no camera; 128^2 x 32-channel tri-planes on xy/xz/zy with one
+    3D-aware layer; neural rendering at 64 px and 2D super-resolution to 256 px. Density is scaled so a
+    surface is opaque within a couple of millimetres while raw sigma stays in a trainable range.
+    """
     return GeneratorConfig(
         name="triface-default-small",
-        z_dim=256,
+        z_dim=175,
+        c_dim=0,
         w_dim=256,
+        mapping_layers=3,
+        mapping_lr_multiplier=0.1,
+        mapping_normalize_z=False,
         triplane_resolution=128,
-        channel_base=8192,
-        channel_max=256,
+        channel_base=4096,
+        channel_max=128,
         plane_axes=ORTHOGONAL_PLANE_AXES,
-        aware3d_layers=2,
+        aware3d_layers=1,
         superresolution="hybrid4x",
         img_resolution=256,
+        mesh_border_fraction=2 / 256,
+        # Raw sigma spans -10..50 within millimetres of the surface: a faster decoder gets there in hundreds
+        # of steps instead of thousands.
+        decoder_lr_multiplier=10.0,
         rendering=RenderingConfig(depth_resolution=32, depth_resolution_importance=32,
-                                  neural_rendering_resolution=64),
+                                  neural_rendering_resolution=64, density_scale=20.0),
     )
 
 

@@ -18,6 +18,8 @@ from .errors import ModelLoadError
 from .fileio import atomic_write
 from .networks.triplane import TriPlaneGenerator
 
+# The bundled default model (trained by scripts/train_generator.py; see its MODEL_CARD.md).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 

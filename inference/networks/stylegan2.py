@@ -125,9 +125,10 @@ class MappingNetwork(nn.Module):
     """z (N, z_dim) and camera label c (N, c_dim) -> w (N, num_ws, w_dim), with truncation toward w_avg."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 2,
-                 lr_multiplier: float = 0.01, w_avg_beta: float = 0.998) -> None:
+                 lr_multiplier: float = 0.01, w_avg_beta: float = 0.998, normalize_z: bool = True) -> None:
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
+        self.normalize_z = normalize_z
         self.num_layers = num_layers
         self.w_avg_beta = w_avg_beta
         embed_features = w_dim if c_dim > 0 else 0
@@ -144,7 +145,7 @@ class MappingNetwork(nn.Module):
                 truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
         parts = []
         if self.z_dim > 0:
-            parts.append(normalize_2nd_moment(z.float()))
+            parts.append(normalize_2nd_moment(z.float()) if self.normalize_z else z.float())
         if self.c_dim > 0:
             parts.append(normalize_2nd_moment(self.embed(c.float())))
         x = torch.cat(parts, dim=1)
@@ -284,10 +285,11 @@ class StyleGAN2Backbone(nn.Module):
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  channel_base: int, channel_max: int, conv_clamp: float | None, mapping_layers: int,
-                 mapping_lr_multiplier: float, w_avg_beta: float) -> None:
+                 mapping_lr_multiplier: float, w_avg_beta: float, normalize_z: bool = True) -> None:
         super().__init__()
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max,
                                           conv_clamp=conv_clamp)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers,
-                                      lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta)
+                                      lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta,
+                                      normalize_z=normalize_z)

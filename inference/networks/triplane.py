@@ -28,9 +28,11 @@ class TriPlaneGenerator(nn.Module):
             cfg.z_dim, cfg.c_dim, cfg.w_dim, img_resolution=cfg.triplane_resolution,
             img_channels=3 * cfg.triplane_channels, channel_base=cfg.channel_base, channel_max=cfg.channel_max,
             conv_clamp=cfg.conv_clamp, mapping_layers=cfg.mapping_layers,
-            mapping_lr_multiplier=cfg.mapping_lr_multiplier, w_avg_beta=cfg.w_avg_beta)
+            mapping_lr_multiplier=cfg.mapping_lr_multiplier, w_avg_beta=cfg.w_avg_beta,
+            normalize_z=cfg.mapping_normalize_z)
         if cfg.aware3d_layers:
-            self.triplane_refiner = TriplaneRefiner(cfg.triplane_channels, cfg.aware3d_layers, cfg.plane_axes)
+            self.triplane_refiner = TriplaneRefiner(cfg.triplane_channels, cfg.aware3d_layers, cfg.plane_axes,
+                                                    cfg.aware3d_kernel)
         if cfg.superresolution is not None:
             self.superresolution = SuperResolution(cfg.superresolution, cfg.decoder_output_dim, cfg.w_dim,
                                                    conv_clamp=cfg.sr_conv_clamp, antialias=cfg.sr_antialias)

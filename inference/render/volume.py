@@ -29,7 +29,7 @@ def uniform_depths(n: int, m: int, ray_start: float, ray_end: float, count: int,
 
 
 def composite(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor, density_bias: float = -1.0,
-              white_back: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              white_back: bool = False, density_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Alpha-composite S sorted samples, evaluated at the S-1 interval midpoints.
 
     colors (N, M, S, C) in [0, 1], densities (N, M, S, 1) raw -> colour (N, M, C) in [-1, 1],
@@ -37,7 +37,7 @@ def composite(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tenso
     """
     deltas = depths[:, :, 1:] - depths[:, :, :-1]
     colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
-    densities_mid = F.softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 + density_bias)
+    densities_mid = F.softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 + density_bias) * density_scale
     depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
     alpha = 1 - torch.exp(-densities_mid * deltas)
     transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], dim=-2), dim=-2)
@@ -110,7 +110,8 @@ def render_rays(field: RadianceField, origins: torch.Tensor, dirs: torch.Tensor,
                             origins.device)
     colors, densities = _query(field, origins, dirs, depths)
     if options.depth_resolution_importance > 0:
-        _, _, weights = composite(colors, densities, depths, options.density_bias)
+        _, _, weights = composite(colors, densities, depths, options.density_bias,
+                                  density_scale=options.density_scale)
         fine = importance_depths(depths, weights, options.depth_resolution_importance, deterministic)
         fine_colors, fine_densities = _query(field, origins, dirs, fine)
         depths = torch.cat([depths, fine], dim=-2)
@@ -118,5 +119,6 @@ def render_rays(field: RadianceField, origins: torch.Tensor, dirs: torch.Tensor,
         depths = depths.gather(-2, order)
         colors = torch.cat([colors, fine_colors], dim=-2).gather(-2, order.expand(-1, -1, -1, colors.shape[-1]))
         densities = torch.cat([densities, fine_densities], dim=-2).gather(-2, order)
-    rgb, depth, weights = composite(colors, densities, depths, options.density_bias, options.white_back)
+    rgb, depth, weights = composite(colors, densities, depths, options.density_bias, options.white_back,
+                                    options.density_scale)
     return {"features": rgb, "depth": depth, "mask": weights.sum(dim=-2)}
