@@ -44,8 +44,11 @@ def composite(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tenso
     weights = alpha * transmittance[:, :, :-1]
     rgb = (weights * colors_mid).sum(dim=-2)
     weight_total = weights.sum(dim=-2)
-    depth = (weights * depths_mid).sum(dim=-2) / weight_total
-    depth = torch.nan_to_num(depth, float("inf")).clamp(depths.min(), depths.max())
+    # Rays that hit (almost) nothing get the far end, as in EG3D; the floor keeps the gradient of this
+    # division finite when a ray's total weight underflows (1/w^2 would overflow to inf * 0 = nan).
+    depth = (weights * depths_mid).sum(dim=-2) / weight_total.clamp_min(1e-8)
+    depth = torch.where(weight_total > 1e-8, depth, torch.full_like(depth, float("inf")))
+    depth = depth.clamp(depths.min(), depths.max())
     if white_back:
         rgb = rgb + 1 - weight_total
     return rgb * 2 - 1, depth, weights
