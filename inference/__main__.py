@@ -20,8 +20,9 @@ from .config import PRESETS
 from .errors import TriFaceError
 from .export import depth_to_uint8, tensor_to_uint8, write_glb, write_png, write_ply
 from .fileio import atomic_write_text
+from .latent import sample_z
 from .mesh import extract_mesh
-from .model_io import load_model, save_model, select_device
+from .model_io import DEFAULT_MODEL_DIR, load_model, save_model, select_device
 from .networks.triplane import TriPlaneGenerator
 
 
@@ -44,7 +45,7 @@ def generate(args: argparse.Namespace) -> None:
     cfg = generator.config
     _log(f"loaded {cfg.name} from {args.model} on {device} ({time.perf_counter() - started:.1f} s)")
     out = Path(args.out)
-    z = torch.randn(1, cfg.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
+    z = sample_z(cfg, 1, args.seed).to(device)
     frontal = torch.as_tensor(frontal_camera_label(), device=device)[None]
     # Condition on the frontal camera and vary only the rendering camera (EG3D's advice for editing).
     ws = generator.mapping(z, frontal, truncation_psi=args.truncation)
@@ -84,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(run=init_model)
 
     gen = commands.add_parser("generate", help="sample a head: renders, depth and mesh")
-    gen.add_argument("--model", type=Path, required=True, help="model folder (config.json + model.safetensors)")
+    gen.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR,
+                     help="model folder (config.json + model.safetensors); default: the bundled model")
     gen.add_argument("--out", type=Path, required=True, help="output folder")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--truncation", type=float, default=0.7)

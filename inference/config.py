@@ -96,6 +96,9 @@ class GeneratorConfig:
     surface_level: float = 10.0
     mesh_border_fraction: float = 30 / 256
     rendering: RenderingConfig = field(default_factory=RenderingConfig)
+    # How to draw a random z: "normal" (EG3D: N(0, I)) or "ict_head_params" (our models: the synthetic head's
+    # parameter vector, drawn as in training; see inference/latent.py).
+    latent_prior: str = "normal"
     # Free-form facts a later stage may declare (licence, edit directions, encoder presence, ...).
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -196,6 +199,7 @@ def default_small_config() -> GeneratorConfig:
     return GeneratorConfig(
         name="triface-default-small",
         z_dim=175,
+        latent_prior="ict_head_params",
         c_dim=0,
         w_dim=256,
         mapping_layers=3,

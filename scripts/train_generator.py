@@ -33,7 +33,7 @@ from inference.render.rays import pixel_rays  # noqa: E402
 from inference.render.volume import render_rays  # noqa: E402
 from inference.synthetic.groundtruth import (MM, build_heads, camera_labels, render_heads, sample_cameras,  # noqa: E402
                                              sigma_target, surface_samples)
-from inference.synthetic.heads import sample_params  # noqa: E402
+from inference.synthetic.heads import sample_params, z_layout  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -123,6 +123,16 @@ def step_sr(generator: TriPlaneGenerator, args: argparse.Namespace, rng: torch.G
             "psnr": -10 * torch.log10(mse.detach())}
 
 
+def apply_if_finite(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor,
+                    max_norm: float = 10.0) -> None:
+    """Clip the gradient and step, unless the loss or gradient is not finite (then skip the batch)."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    if torch.isfinite(loss) and torch.isfinite(norm):
+        optimizer.step()
+    else:
+        print(f"skipped a batch: loss {float(loss):.4g}, gradient norm {float(norm):.4g}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
@@ -146,7 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     log = (args.run / "log.jsonl").open("a")
 
+    def finalise_for_inference() -> None:
+        """Record what inference needs beyond the weights: w_avg (for truncation) and the z layout."""
+        with torch.no_grad():
+            z = sample_params(2048, torch.Generator().manual_seed(12345)).to_z()
+            generator.backbone.mapping.w_avg.copy_(generator.mapping(z, torch.zeros(len(z), 25))[:, 0].mean(0))
+        generator.config.extras["z_layout"] = z_layout()
+
     def save() -> None:
+        finalise_for_inference()
         state = {"generator": generator.state_dict(), "opt_3d": opt_3d.state_dict(), "opt_sr": opt_sr.state_dict(),
                  "rng": rng.get_state(), "step": step, "elapsed": elapsed + time.perf_counter() - started}
         atomic_write(state_path, lambda tmp: torch.save(state, tmp))
@@ -167,14 +185,14 @@ def main(argv: list[str] | None = None) -> int:
             losses = step_3d(generator, args, rng)
             opt_3d.zero_grad(set_to_none=True)
             losses["total"].backward()
-            opt_3d.step()
+            apply_if_finite(opt_3d, params_3d, losses["total"])
         else:
             for group in opt_sr.param_groups:
                 group["lr"] = cosine_lr(args.lr, step - args.steps_3d, args.steps_sr)
             losses = step_sr(generator, args, rng)
             opt_sr.zero_grad(set_to_none=True)
             losses["total"].backward()
-            opt_sr.step()
+            apply_if_finite(opt_sr, list(generator.superresolution.parameters()), losses["total"])
         step += 1
         record = {"step": step, "stage": stage, "seconds": round(elapsed + time.perf_counter() - started, 1),
                   **{k: round(float(v), 5) for k, v in losses.items()}}

@@ -65,6 +65,17 @@ def z_dim(model: ICTModel | None = None) -> int:
     return model.num_identity + model.num_expressions + len(APPEARANCE_NAMES) + len(LIGHTING_NAMES)
 
 
+def z_layout(model: ICTModel | None = None) -> dict[str, object]:
+    """Where each part of the head parameters sits in z, and the names of its entries (for edit sliders)."""
+    model = model or load_ict_model()
+    i, e = model.num_identity, model.num_identity + model.num_expressions
+    a = e + len(APPEARANCE_NAMES)
+    return {"identity": [0, i], "expression": [i, e], "appearance": [e, a], "lighting": [a, a + len(LIGHTING_NAMES)],
+            "expression_names": list(model.expression_names), "appearance_names": list(APPEARANCE_NAMES),
+            "lighting_names": list(LIGHTING_NAMES),
+            "scale": {"identity": 1.0, "expression": 2.0, "appearance": "2p-1", "lighting": "2p-1"}}
+
+
 def sample_params(batch: int, generator: torch.Generator, model: ICTModel | None = None,
                   neutral_probability: float = 0.25) -> HeadParams:
     """Random heads: identity N(0, 1); up to three expression groups at random strengths, or none."""
