@@ -16,21 +16,33 @@ from torch import nn
 from .stylegan2 import LRELU_GAIN, LRELU_SLOPE
 
 
+def pooled_lines(planes: torch.Tensor, plane_axes: tuple[tuple[int, int], ...],
+                 p: int) -> list[tuple[torch.Tensor, bool]]:
+    """The two other planes averaged along the axis plane p lacks: [(line (N, C, L), runs_along_p_width)].
+
+    What remains of plane q after the average runs along the axis q shares with p.
+    """
+    width_axis, height_axis = plane_axes[p]
+    lacking = 3 - width_axis - height_axis
+    lines = []
+    for q, (q_width, q_height) in enumerate(plane_axes):
+        if q == p:
+            continue
+        if q_width == lacking:
+            line, line_axis = planes[:, q].mean(dim=-1), q_height
+        else:
+            line, line_axis = planes[:, q].mean(dim=-2), q_width
+        lines.append((line, line_axis == width_axis))
+    return lines
+
+
 def aware3d_context(planes: torch.Tensor, plane_axes: tuple[tuple[int, int], ...]) -> torch.Tensor:
     """(N, 3, C, H, W) -> (N, 3, 3C, H, W): each plane followed by the two others pooled onto it."""
     stacked = []
-    for p, (width_axis, height_axis) in enumerate(plane_axes):
-        lacking = 3 - width_axis - height_axis
+    for p in range(len(plane_axes)):
         parts = [planes[:, p]]
-        for q, (q_width, q_height) in enumerate(plane_axes):
-            if q == p:
-                continue
-            # Average q along the axis p lacks; what remains runs along q's other axis.
-            if q_width == lacking:
-                line, line_axis = planes[:, q].mean(dim=-1), q_height
-            else:
-                line, line_axis = planes[:, q].mean(dim=-2), q_width
-            pooled = line.unsqueeze(-2) if line_axis == width_axis else line.unsqueeze(-1)
+        for line, along_width in pooled_lines(planes, plane_axes, p):
+            pooled = line.unsqueeze(-2) if along_width else line.unsqueeze(-1)
             parts.append(pooled.expand_as(planes[:, p]))
         stacked.append(torch.cat(parts, dim=1))
     return torch.stack(stacked, dim=1)
@@ -61,24 +73,14 @@ class Aware3DConv(nn.Module):
                                                                              *weight.shape[-2:]),
                        self.bias, padding=self.padding, groups=3).reshape(n, 3, self.out_channels, h, w)
         outputs = []
-        for p, (width_axis, height_axis) in enumerate(self.plane_axes):
-            lacking = 3 - width_axis - height_axis
+        for p in range(len(self.plane_axes)):
             out = own[:, p]
-            slot = 1
-            for q, (q_width, q_height) in enumerate(self.plane_axes):
-                if q == p:
-                    continue
-                if q_width == lacking:
-                    line, line_axis = planes[:, q].mean(dim=-1), q_height
-                else:
-                    line, line_axis = planes[:, q].mean(dim=-2), q_width
+            for slot, (line, along_width) in enumerate(pooled_lines(planes, self.plane_axes, p), start=1):
                 kernel = weight[p, :, slot]  # (out, c, k, k)
-                slot += 1
-                if line_axis == width_axis:  # the line runs along this plane's width: broadcast over rows
-                    y = F.conv1d(line, kernel.sum(dim=-2), padding=self.padding).unsqueeze(-2)
+                if along_width:  # the line runs along this plane's width: broadcast over its rows
+                    out = out + F.conv1d(line, kernel.sum(dim=-2), padding=self.padding).unsqueeze(-2)
                 else:
-                    y = F.conv1d(line, kernel.sum(dim=-1), padding=self.padding).unsqueeze(-1)
-                out = out + y
+                    out = out + F.conv1d(line, kernel.sum(dim=-1), padding=self.padding).unsqueeze(-1)
             outputs.append(out)
         return torch.stack(outputs, dim=1)
 
