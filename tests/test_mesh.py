@@ -109,3 +109,24 @@ def test_surface_only_inside_the_cleared_border_is_reported():
     last.bias.neg_()  # now dense outside the sphere: all of that lies in a border of 0.35 of the box
     with pytest.raises(NoSurfaceError, match="cleared border"):
         extract_mesh(generator, planes, resolution=32, level=0.0, border_fraction=0.35)
+
+
+def test_atomic_writes_replace_the_file_whole_with_normal_permissions(tmp_path):
+    import os
+
+    from inference.fileio import atomic_write, atomic_write_text
+
+    target = tmp_path / "out.txt"
+    atomic_write_text(target, "first")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (target.stat().st_mode & 0o777) == 0o666 & ~umask
+
+    def failing_write(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, failing_write)
+    assert target.read_text() == "first", "a failed write leaves the previous file intact"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"], "and no temporary file behind"
