@@ -55,9 +55,13 @@ def generate(args: argparse.Namespace) -> None:
         c = torch.as_tensor(camera_label(orbit_cam2world(yaw, 0.0), intrinsics_matrix()), device=device)[None]
         render = generator.render(planes, ws, c)
         image = render.get("image", render["image_raw"])
+        # The direct volume render at full size is the strictly 3D-consistent view (what meshes and bakes
+        # agree with); the super-resolved image may re-paint details per view.
+        direct = generator.render(planes, ws, c, resolution=image.shape[-1], super_resolve=False)
         write_png(out / f"{name}.png", tensor_to_uint8(image[0]))
-        write_png(out / f"{name}_depth.png", depth_to_uint8(render["image_depth"][0], render["image_mask"][0]))
-        summary["files"] += [f"{name}.png", f"{name}_depth.png"]
+        write_png(out / f"{name}_3d.png", tensor_to_uint8(direct["image_raw"][0]))
+        write_png(out / f"{name}_depth.png", depth_to_uint8(direct["image_depth"][0], direct["image_mask"][0]))
+        summary["files"] += [f"{name}.png", f"{name}_3d.png", f"{name}_depth.png"]
     _log(f"rendered 3 views ({time.perf_counter() - started:.1f} s)")
     level = cfg.surface_level if args.level is None else args.level
     border = cfg.mesh_border_fraction if args.border is None else args.border
