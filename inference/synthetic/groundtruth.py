@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..cameras import DEFAULT_PIVOT, DEFAULT_RADIUS, FRONTAL_FOCAL
+from ..cameras import intrinsics_matrix, orbit_cam2worlds
 from .heads import HeadParams, albedo, shade
 from .ict import CM_PER_UNIT, ICTModel, load_ict_model
 from .raster import interpolate, rasterize, vertex_normals
@@ -43,15 +43,9 @@ def sample_cameras(batch: int, generator: torch.Generator, yaw_range: float = 0.
 
 
 def orbit_cameras(yaw: torch.Tensor, pitch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Torch twin of cameras.orbit_cam2world for batches: cameras on the radius-2.7 sphere, looking at the pivot."""
-    origin = DEFAULT_RADIUS * torch.stack([torch.sin(yaw) * torch.cos(pitch), torch.sin(pitch),
-                                           torch.cos(yaw) * torch.cos(pitch)], dim=1)
-    forward = F.normalize(torch.tensor(DEFAULT_PIVOT) - origin, dim=1)
-    right = F.normalize(torch.cross(forward, torch.tensor([0.0, 1.0, 0.0]).expand_as(forward), dim=1), dim=1)
-    down = torch.cross(forward, right, dim=1)
-    cam2world = torch.eye(4).repeat(len(yaw), 1, 1)
-    cam2world[:, :3, 0], cam2world[:, :3, 1], cam2world[:, :3, 2], cam2world[:, :3, 3] = right, down, forward, origin
-    intrinsics = torch.tensor([[FRONTAL_FOCAL, 0, 0.5], [0, FRONTAL_FOCAL, 0.5], [0, 0, 1.0]]).repeat(len(yaw), 1, 1)
+    """Batched `cameras.orbit_cam2worlds` as float32 tensors: cam2world (B, 4, 4), intrinsics (B, 3, 3)."""
+    cam2world = torch.from_numpy(orbit_cam2worlds(yaw.numpy(), pitch.numpy())).float()
+    intrinsics = torch.from_numpy(intrinsics_matrix()).float().repeat(len(yaw), 1, 1)
     return cam2world, intrinsics
 
 
