@@ -83,8 +83,10 @@ def density_grid(generator: TriPlaneGenerator, planes: torch.Tensor, resolution:
             sigma = F.softplus(h) @ weight_sigma + bias_sigma
             out[start:stop] = sigma.cpu().numpy()
             start = stop
-        except torch.OutOfMemoryError:
-            if slab == 1:
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            # CUDA raises OutOfMemoryError; the CPU allocator raises a RuntimeError saying so.
+            out_of_memory = isinstance(exc, torch.OutOfMemoryError) or "allocate memory" in str(exc)
+            if not out_of_memory or slab == 1:
                 raise
             slab //= 2
     return out
