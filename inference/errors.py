@@ -23,3 +23,23 @@ class CheckpointFormatError(TriFaceError):
 
 class NoSurfaceError(TriFaceError):
     """The density grid has no iso-surface at the chosen level."""
+
+
+class Cancelled(TriFaceError):
+    """The user cancelled the request; nothing it would have written was written."""
+
+
+class UnknownFaceError(TriFaceError):
+    """A request names a face the engine no longer holds (it restarted, or the face was released)."""
+
+
+class PhotoError(TriFaceError):
+    """A photo is missing, unreadable, corrupt, truncated or too large to decode."""
+
+
+class NoFaceError(TriFaceError):
+    """No face was found in a photo."""
+
+
+class FaceIndexError(TriFaceError):
+    """The face a user picked by index is not among the faces found in the photo."""
