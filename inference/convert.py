@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from .config import EG3D_PLANE_AXES, GeneratorConfig, RenderingConfig
 from .errors import CheckpointFormatError, TriFaceError

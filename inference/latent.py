@@ -15,7 +15,8 @@ def sample_z(config: GeneratorConfig, count: int, seed: int) -> torch.Tensor:
         return torch.randn(count, config.z_dim, generator=generator)
     if config.latent_prior == "ict_head_params":
         from .synthetic.heads import sample_params
-        z = sample_params(count, generator).to_z()
+        layout = config.extras.get("z_layout")
+        z = sample_params(count, generator, layout=layout).to_z()
         if z.shape[1] != config.z_dim:
             raise ModelConfigError(f"{config.name}: z_dim {config.z_dim} does not match the ICT head parameters "
                                    f"({z.shape[1]})")

@@ -77,11 +77,20 @@ def z_layout(model: ICTModel | None = None) -> dict[str, object]:
 
 
 def sample_params(batch: int, generator: torch.Generator, model: ICTModel | None = None,
-                  neutral_probability: float = 0.25) -> HeadParams:
-    """Random heads: identity N(0, 1); up to three expression groups at random strengths, or none."""
-    model = model or load_ict_model()
-    index = {name: i for i, name in enumerate(model.expression_names)}
-    expression = torch.zeros(batch, model.num_expressions)
+                  neutral_probability: float = 0.25, layout: dict | None = None) -> HeadParams:
+    """Random heads: identity N(0, 1); up to three expression groups at random strengths, or none.
+
+    `layout` (a model config's `z_layout`) stands in for the ICT model where its arrays are not installed
+    (the engine inside Blender's extension); both give the same draws for the same generator state.
+    """
+    if layout is not None:
+        expression_names = list(layout["expression_names"])
+        num_identity = layout["identity"][1] - layout["identity"][0]
+    else:
+        model = model or load_ict_model()
+        expression_names, num_identity = list(model.expression_names), model.num_identity
+    index = {name: i for i, name in enumerate(expression_names)}
+    expression = torch.zeros(batch, len(expression_names))
     for b in range(batch):
         if torch.rand(1, generator=generator).item() < neutral_probability:
             continue
@@ -91,7 +100,7 @@ def sample_params(batch: int, generator: torch.Generator, model: ICTModel | None
             for name in EXPRESSION_GROUPS[g]:
                 expression[b, index[name]] = strength
     return HeadParams(
-        identity=torch.randn(batch, model.num_identity, generator=generator),
+        identity=torch.randn(batch, num_identity, generator=generator),
         expression=expression,
         appearance=torch.rand(batch, len(APPEARANCE_NAMES), generator=generator),
         lighting=torch.rand(batch, len(LIGHTING_NAMES), generator=generator),

@@ -1,0 +1,179 @@
+"""Photo -> face: the steps every front door runs (the engine server, the command line, benchmarks).
+
+    photo file -> decode, detect, 68 landmarks, pose + crop (photo <-> crop frame)
+               -> w_plus (optimisation today; the encoder of issue 5 becomes its starting point)
+               -> tri-planes -> mesh with vertex colours (EG3D world)
+               -> a result folder: mesh.npz + camera, orbit rig and landmarks in Blender's frame (result.json)
+The conversion to Blender's frame happens here, through `cameras`, so the add-on only copies arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .align import Alignment, crop_photo, estimate_pose, mean_landmarks_3d, photo_camera
+from .cameras import camera_label, cam2world_to_blender, eg3d_to_blender_points, orbit_cam2world, BlenderCamera
+from .face import detect_faces, select_face
+from .invert import ProgressFn, face_mask, fit_w_plus
+from .mesh import Mesh, extract_mesh
+from .networks.triplane import TriPlaneGenerator
+from .photo import load_photo
+from .wire import MESH_ARRAYS, save_arrays
+
+ORBIT_YAWS = (-0.6, -0.3, 0.0, 0.3, 0.6)   # radians around the pivot: EG3D's typical pose range
+ORBIT_RESOLUTION = (512, 512)
+
+
+@dataclass
+class FaceFit:
+    """One face of one photo, inverted: everything needed to re-synthesise it with edits."""
+
+    face_id: str
+    photo: Path
+    photo_size: tuple[int, int]          # (W, H) of the photo as stored (after EXIF orientation), pixels
+    face_index: int
+    faces_found: int
+    landmarks_photo: np.ndarray          # (68, 2) photo pixels
+    alignment: Alignment                 # in the decoded photo's pixels (see photo_scale)
+    photo_scale: float                   # decoded pixels per stored pixel (< 1 for huge photos)
+    camera: np.ndarray                   # (25,) EG3D label of the crop's camera
+    w_plus: torch.Tensor                 # (1, num_ws, w_dim)
+    fit_losses: list[float] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def face_id_for(photo: Path, face_index: int, model_id: str) -> str:
+    """Stable id of a face: the photo's bytes, which face, and which model (same photo -> same id)."""
+    digest = hashlib.sha1(Path(photo).read_bytes()).hexdigest()[:16]
+    return f"{digest}-{face_index}-{model_id}"
+
+
+def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, face_index: int = 0,
+                 steps: int = 40, spread: torch.Tensor | None = None, progress: ProgressFn | None = None) -> FaceFit:
+    """Decode, find the face, estimate the camera, and fit w_plus to the photo."""
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    report = progress or (lambda fraction, message: None)
+    report(0.0, "reading the photo")
+    photo = load_photo(photo_path)
+    report(0.05, "finding the face")
+    faces = detect_faces(photo.pixels)
+    face = select_face(faces, face_index, Path(photo_path).name)
+    height, width = photo.pixels.shape[:2]
+    crop_size = generator.config.img_resolution
+    alignment = estimate_pose(face.landmarks, (width, height), mean_landmarks_3d(), crop_size=crop_size)
+    seconds["preprocess"] = time.perf_counter() - started
+
+    crop = crop_photo(photo.pixels, alignment, crop_size)
+    target = torch.tensor(crop).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+    mask = torch.from_numpy(face_mask(alignment.landmarks_crop, crop_size))[None, None]
+    label = camera_label(alignment.cam2world, alignment.intrinsics).astype(np.float32)
+    device = generator.w_avg.device
+    started = time.perf_counter()
+    fit = fit_w_plus(generator, target.to(device), mask.to(device), torch.from_numpy(label)[None].to(device),
+                     steps=steps, spread=spread if spread is not None else torch.ones((), device=device),
+                     progress=lambda f, m: report(0.1 + 0.7 * f, m))
+    seconds["fit"] = time.perf_counter() - started
+    return FaceFit(face_id=face_id_for(photo_path, face_index, model_id), photo=Path(photo_path),
+                   photo_size=photo.original_size, face_index=face_index, faces_found=len(faces),
+                   landmarks_photo=face.landmarks / photo.scale, alignment=alignment, photo_scale=photo.scale,
+                   camera=label, w_plus=fit.w_plus, fit_losses=fit.losses, seconds=seconds)
+
+
+@torch.no_grad()
+def face_mesh(generator: TriPlaneGenerator, w_plus: torch.Tensor, resolution: int) -> Mesh:
+    planes = generator.synthesize_planes(w_plus)
+    cfg = generator.config
+    return extract_mesh(generator, planes, resolution=resolution, level=cfg.surface_level,
+                        border_fraction=cfg.mesh_border_fraction)
+
+
+def pixel_directions(cam2world: np.ndarray, intrinsics: np.ndarray, pixels: np.ndarray,
+                     image_size: tuple[int, int]) -> np.ndarray:
+    """Unit world directions (N, 3) of the rays through pixel positions (N, 2) (u right, v down)."""
+    k = np.asarray(intrinsics, dtype=np.float64)
+    y = (pixels[:, 1] / image_size[1] - k[1, 2]) / k[1, 1]
+    x = (pixels[:, 0] / image_size[0] - k[0, 2] - k[0, 1] * y) / k[0, 0]
+    directions = np.stack([x, y, np.ones_like(x)], axis=1) @ np.asarray(cam2world)[:3, :3].T
+    return directions / np.linalg.norm(directions, axis=1, keepdims=True)
+
+
+def points_on_mesh(mesh: Mesh, origin: np.ndarray, directions: np.ndarray, radius: float = 0.006) -> np.ndarray:
+    """(N, 3) EG3D world: where each ray from `origin` along `directions` (N, 3) first meets the mesh.
+
+    The depth is that of the nearest-to-camera vertex within `radius` (world units, about a marching-cubes
+    cell) of the ray, and the point stays on the ray, so it projects exactly onto the ray's pixel. A ray that
+    misses the mesh gives NaN.
+    """
+    relative = mesh.vertices.astype(np.float64) - origin                       # (V, 3)
+    along = relative @ directions.T                                            # (V, N)
+    off_ray = np.sum(relative ** 2, axis=1, keepdims=True) - along ** 2        # squared distance to each ray
+    candidates = np.where((off_ray < radius ** 2) & (along > 0), along, np.inf)
+    depth = candidates.min(axis=0)
+    depth[~np.isfinite(depth)] = np.nan
+    return origin + directions * depth[:, None]
+
+
+def _nan_to_none(points: np.ndarray) -> list:
+    """JSON has no NaN: a missing point becomes null."""
+    return [None if not np.all(np.isfinite(p)) else p.tolist() for p in points]
+
+
+def _blender_camera_dict(camera: BlenderCamera) -> dict:
+    return {"matrix_world": camera.matrix_world.tolist(), "lens_mm": camera.lens_mm,
+            "sensor_width_mm": camera.sensor_width_mm, "sensor_fit": camera.sensor_fit, "shift_x": camera.shift_x,
+            "shift_y": camera.shift_y, "resolution": list(camera.resolution)}
+
+
+def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit, mesh: Mesh,
+                      edits: list[dict], edit_values: dict[str, float]) -> dict:
+    """Write mesh.npz into `job_dir` and return the result manifest (plain JSON data, Blender frame)."""
+    cfg = generator.config
+    mpu = cfg.metres_per_unit
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    save_arrays(job_dir / "mesh.npz", vertices=mesh.blender_vertices(mpu), faces=mesh.faces.astype(np.int32),
+                colors=np.clip(mesh.colors, 0.0, 1.0).astype(np.float32))
+
+    width, height = fit.photo_size
+    # Normalised intrinsics do not change with the decoding scale, so the camera fits the stored photo too.
+    cam2world, intrinsics = photo_camera(fit.alignment)
+    input_camera = cam2world_to_blender(cam2world, intrinsics, mpu, resolution=(width, height))
+    pivot = np.asarray(cfg.rendering.avg_camera_pivot, dtype=np.float64)
+    orbit = []
+    for yaw in ORBIT_YAWS:
+        c2w = orbit_cam2world(yaw, 0.0, radius=cfg.rendering.avg_camera_radius, pivot=pivot)
+        camera = cam2world_to_blender(c2w, fit.alignment.intrinsics, mpu, resolution=ORBIT_RESOLUTION)
+        orbit.append({"name": f"yaw {np.degrees(yaw):+.0f}", "yaw": yaw, **_blender_camera_dict(camera)})
+    crop = fit.alignment
+    rays = pixel_directions(crop.cam2world, crop.intrinsics, crop.landmarks_crop, (crop.crop_size, crop.crop_size))
+    face_landmarks = points_on_mesh(mesh, crop.cam2world[:3, 3], rays)
+    return {
+        "face_id": fit.face_id,
+        "photo": str(fit.photo),
+        "photo_size": [width, height],
+        "face_index": fit.face_index,
+        "faces_found": fit.faces_found,
+        "model": cfg.name,
+        "mesh": {"file": "mesh.npz", "arrays": sorted(MESH_ARRAYS), "vertices": int(len(mesh.vertices)),
+                 "faces": int(len(mesh.faces)), "colour_space": "sRGB"},
+        "texture": None,
+        "input_camera": _blender_camera_dict(input_camera),
+        "orbit": {"pivot": eg3d_to_blender_points(pivot[None], mpu)[0].tolist(), "cameras": orbit},
+        # The photo's 68 landmarks lifted onto the mesh along the input camera's rays (NaN where a ray misses
+        # the head), and how far the model's mean landmarks, posed by the fitted camera, fall from them.
+        "landmarks": {"photo_px": fit.landmarks_photo.tolist(),
+                      "mesh": _nan_to_none(eg3d_to_blender_points(face_landmarks, mpu)),
+                      "pose_residual_px": float(fit.alignment.residual_px / fit.photo_scale)},
+        "edits": edits,
+        "edit_values": edit_values,
+        "fit": {"steps": len(fit.fit_losses), "loss_first": fit.fit_losses[0] if fit.fit_losses else None,
+                "loss_last": fit.fit_losses[-1] if fit.fit_losses else None},
+        "seconds": {k: round(v, 3) for k, v in fit.seconds.items()},
+    }

@@ -1,0 +1,150 @@
+"""The engine's state and its operations: one warm model, the faces inverted so far, their edits.
+
+`inference.server` feeds requests here from the wire; anything else (tests, benchmarks) may call the same
+methods directly. Each op takes plain params and a progress callback and returns plain JSON data.
+
+Ops and params:
+  hello                                  -> engine and torch versions, device, GPU and free memory, model
+  load_model  {model: "default" | folder, device: "auto" | "cpu" | "cuda" | "mps"}
+  invert      {image, job_dir, face_index=0, steps="fast" | int, mesh_resolution=192}
+              -> the face result manifest (see `pipeline.write_face_result`); the face stays cached
+  synthesize  {face_id, job_dir, edits: {name: value}, mesh_resolution=192, and optionally the invert params
+              (used when the engine no longer holds the face)} -> a new manifest, same face
+  release     {face_id | None}           -> forget one face (or all) and free the device's cached memory
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .editing import EditDirections, edit_directions
+from .errors import TriFaceError, UnknownFaceError
+from .invert import STEP_BUDGETS, ProgressFn, w_spread
+from .model_io import DEFAULT_MODEL_DIR, load_model, select_device
+from .pipeline import FaceFit, face_mesh, invert_photo, write_face_result
+from .wire import PROTOCOL_VERSION
+
+MAX_CACHED_FACES = 16   # w_plus and camera only (a few kB each); bounded so a long session cannot grow forever
+
+
+class Session:
+    def __init__(self, model: str = "default", device: str = "auto") -> None:
+        self.requested_model = model
+        self.requested_device = device
+        self.generator = None
+        self.model_folder: Path | None = None
+        self.directions = EditDirections((), {})
+        self.spread: torch.Tensor | None = None
+        self.faces: OrderedDict[str, FaceFit] = OrderedDict()
+
+    # -- ops ---------------------------------------------------------------------------------------------
+
+    def hello(self, params: dict[str, Any], progress: ProgressFn) -> dict:
+        device = select_device(self.requested_device)
+        info: dict[str, Any] = {"engine": __version__, "protocol": PROTOCOL_VERSION, "torch": torch.__version__,
+                                "python": platform.python_version(), "device": str(device), "gpu": None,
+                                "gpu_free_mb": None, "model": None, "faces": len(self.faces)}
+        if device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(device)
+            info.update(gpu=torch.cuda.get_device_name(device), gpu_free_mb=round(free / 2**20))
+        if self.generator is not None:
+            info["model"] = {"name": self.generator.config.name, "folder": str(self.model_folder),
+                             "edits": self.directions.describe()}
+        return info
+
+    def load_model(self, params: dict[str, Any], progress: ProgressFn) -> dict:
+        self.requested_model = params.get("model", self.requested_model) or "default"
+        self.requested_device = params.get("device", self.requested_device) or "auto"
+        self.generator = None
+        self._ensure_model(progress)
+        return self.hello({}, progress)
+
+    def invert(self, params: dict[str, Any], progress: ProgressFn) -> dict:
+        return self._result(self._fit(params, lambda f, m: progress(0.9 * f, m)), params, {}, progress)
+
+    def synthesize(self, params: dict[str, Any], progress: ProgressFn) -> dict:
+        self._ensure_model(progress)
+        face_id = _required(params, "face_id")
+        fit = self.faces.get(face_id)
+        if fit is None and params.get("image"):
+            # The engine restarted since this face was imported: the request carries what re-inverting needs.
+            fit = self._fit(params, lambda f, m: progress(0.8 * f, m))
+        if fit is None:
+            raise UnknownFaceError(f"the engine does not hold face {face_id} (it was restarted or the face was "
+                                   "released); import the photo again")
+        self.faces.move_to_end(face_id)
+        edits = {str(k): float(v) for k, v in dict(params.get("edits", {})).items()}
+        return self._result(fit, params, edits, progress)
+
+    def release(self, params: dict[str, Any], progress: ProgressFn) -> dict:
+        face_id = params.get("face_id")
+        if face_id is None:
+            self.faces.clear()
+        else:
+            self.faces.pop(face_id, None)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return {"faces": len(self.faces)}
+
+    # -- helpers -----------------------------------------------------------------------------------------
+
+    def _fit(self, params: dict[str, Any], progress: ProgressFn) -> FaceFit:
+        generator = self._ensure_model(progress)
+        fit = invert_photo(generator, Path(_required(params, "image")), self._model_id(),
+                           face_index=int(params.get("face_index", 0)), steps=_steps(params.get("steps", "fast")),
+                           spread=self.spread, progress=progress)
+        self._remember(fit)
+        return fit
+
+    def _ensure_model(self, progress: ProgressFn):
+        if self.generator is None:
+            folder = DEFAULT_MODEL_DIR if self.requested_model == "default" else Path(self.requested_model)
+            progress(0.0, f"loading the model from {folder}")
+            generator = load_model(folder, select_device(self.requested_device))
+            generator.requires_grad_(False)
+            self.directions = edit_directions(generator)
+            self.spread = w_spread(generator)
+            self.generator, self.model_folder = generator, folder
+            self.faces.clear()
+        return self.generator
+
+    def _model_id(self) -> str:
+        return self.generator.config.name if self.requested_model == "default" else \
+            f"{self.generator.config.name}@{Path(self.requested_model).resolve()}"
+
+    def _remember(self, fit: FaceFit) -> None:
+        self.faces[fit.face_id] = fit
+        self.faces.move_to_end(fit.face_id)
+        while len(self.faces) > MAX_CACHED_FACES:
+            self.faces.popitem(last=False)
+
+    def _result(self, fit: FaceFit, params: dict[str, Any], edits: dict[str, float], progress: ProgressFn) -> dict:
+        generator = self.generator
+        w_plus = self.directions.apply(fit.w_plus, edits) if edits else fit.w_plus
+        progress(0.92, "extracting the mesh")
+        mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)))
+        progress(0.98, "writing the result")
+        return write_face_result(Path(_required(params, "job_dir")), generator, fit, mesh,
+                                 self.directions.describe(), edits)
+
+
+def _required(params: dict[str, Any], name: str) -> Any:
+    if params.get(name) in (None, ""):
+        raise TriFaceError(f"the request lacks '{name}'")
+    return params[name]
+
+
+def _steps(value: Any) -> int:
+    if isinstance(value, str):
+        if value not in STEP_BUDGETS:
+            raise TriFaceError(f"unknown step budget {value!r}; use one of {', '.join(STEP_BUDGETS)} or a number")
+        return STEP_BUDGETS[value]
+    return max(0, int(value))

@@ -1,0 +1,126 @@
+"""The engine's wire format: the one definition of what the add-on and `inference.server` say to each other.
+
+Transport: one JSON object per line, UTF-8. The add-on writes requests to the engine's stdin; the engine
+writes events to its stdout (its stderr is a free-form log). Large data never travels in the JSON: arrays go
+into `.npz` files and images into `.png` files inside the request's job folder, and the JSON names them.
+
+    request  {"protocol": 1, "id": "7", "op": "invert", "params": {...}}
+    event    {"protocol": 1, "id": "7", "event": "progress", "data": {"fraction": 0.4, "message": "..."}}
+             {"protocol": 1, "id": "7", "event": "result", "data": {...}}
+             {"protocol": 1, "id": "7", "event": "error", "data": {"type": "NoFaceError", "message": "...",
+                                                                 "traceback": "..."}}
+Every request ends with exactly one `result` or `error` event; `progress` events may come before it.
+Ops (their params and results are documented in `inference/session.py`, which implements them):
+  hello, load_model, invert, synthesize, release, cancel (params {"target": id}), shutdown.
+
+This module must import nothing but the standard library and numpy: Blender's Python loads it too (the
+extension carries a copy of the engine's source), and torch must never load inside Blender.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROTOCOL_VERSION = 1
+OPS = ("hello", "load_model", "invert", "synthesize", "release", "cancel", "shutdown")
+EVENTS = ("progress", "result", "error")
+
+# Arrays of a face mesh in `mesh.npz`, all in Blender's world frame (Z up, metres).
+MESH_ARRAYS = {
+    "vertices": "(V, 3) float32, Blender world, metres",
+    "faces": "(F, 3) int32 triangle vertex indices, counter-clockwise seen from outside",
+    "colors": "(V, 3) float32 sRGB in [0, 1], the model's colour at each vertex",
+}
+# Optional arrays that come with a baked texture (filled in once texture baking exists).
+TEXTURE_ARRAYS = {"uvs": "(F * 3, 2) float32 UV per face corner"}
+
+
+class WireError(ValueError):
+    """A line that is not a valid message of this protocol (or of another version of it)."""
+
+
+@dataclass
+class Request:
+    id: str
+    op: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        if self.op not in OPS:
+            raise WireError(f"unknown op {self.op!r}; this protocol knows {', '.join(OPS)}")
+        return json.dumps({"protocol": PROTOCOL_VERSION, "id": self.id, "op": self.op, "params": self.params}) + "\n"
+
+    @staticmethod
+    def decode(line: str) -> "Request":
+        message = _decode(line)
+        op = message.get("op")
+        if op not in OPS:
+            raise WireError(f"unknown op {op!r}; this engine knows {', '.join(OPS)}")
+        params = message.get("params", {})
+        if not isinstance(params, dict):
+            raise WireError("'params' must be a JSON object")
+        return Request(id=str(message.get("id", "")), op=op, params=params)
+
+
+@dataclass
+class Event:
+    id: str
+    event: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        if self.event not in EVENTS:
+            raise WireError(f"unknown event {self.event!r}")
+        return json.dumps({"protocol": PROTOCOL_VERSION, "id": self.id, "event": self.event,
+                           "data": self.data}, allow_nan=False) + "\n"
+
+    @staticmethod
+    def decode(line: str) -> "Event":
+        message = _decode(line)
+        kind = message.get("event")
+        if kind not in EVENTS:
+            raise WireError(f"unknown event {kind!r}")
+        data = message.get("data", {})
+        if not isinstance(data, dict):
+            raise WireError("'data' must be a JSON object")
+        return Event(id=str(message.get("id", "")), event=kind, data=data)
+
+
+def _decode(line: str) -> dict[str, Any]:
+    try:
+        message = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise WireError(f"not a JSON line ({exc.msg}): {line[:120]!r}") from None
+    if not isinstance(message, dict):
+        raise WireError(f"not a JSON object: {line[:120]!r}")
+    version = message.get("protocol")
+    if version != PROTOCOL_VERSION:
+        raise WireError(f"protocol version {version!r}, expected {PROTOCOL_VERSION}: the add-on and the engine "
+                        "come from different TriFace versions; update both (or run 'Set up engine' again)")
+    return message
+
+
+def save_arrays(path: Path, **arrays) -> None:
+    """Write arrays to `path` (.npz, no pickles) through a temporary name, so a reader never sees half a file."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **{name: np.ascontiguousarray(value) for name, value in arrays.items()})
+    tmp.replace(path)
+
+
+def load_arrays(path: Path, required: dict[str, str] | None = None) -> dict[str, Any]:
+    """Read an .npz written by `save_arrays`; check that the `required` names are present."""
+    import numpy as np
+
+    with np.load(Path(path), allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    missing = sorted(set(required or {}) - set(arrays))
+    if missing:
+        raise WireError(f"{path}: missing arrays {', '.join(missing)}")
+    return arrays

@@ -1,0 +1,159 @@
+"""The engine process and its wire format: real `python -m inference.server` on CPU with the bundled model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inference import wire
+from inference.editing import edit_directions
+from inference.errors import UnknownFaceError
+from inference.model_io import DEFAULT_MODEL_DIR, load_model
+from inference.session import Session
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "tests" / "data" / "photos" / "congress_C000537.jpg"
+
+
+def test_requests_and_events_round_trip_as_single_json_lines():
+    line = wire.Request("3", "invert", {"image": "a.jpg"}).encode()
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert wire.Request.decode(line) == wire.Request("3", "invert", {"image": "a.jpg"})
+    event = wire.Event("3", "progress", {"fraction": 0.5, "message": "x"})
+    assert wire.Event.decode(event.encode()) == event
+
+
+def test_a_message_of_another_protocol_version_is_refused_with_advice():
+    with pytest.raises(wire.WireError, match="different TriFace versions"):
+        wire.Request.decode(json.dumps({"protocol": 99, "id": "1", "op": "hello"}))
+    with pytest.raises(wire.WireError, match="unknown op"):
+        wire.Request.decode(json.dumps({"protocol": wire.PROTOCOL_VERSION, "id": "1", "op": "format_disk"}))
+    with pytest.raises(wire.WireError, match="not a JSON line"):
+        wire.Request.decode("hello\n")
+
+
+def test_arrays_files_are_written_whole_and_checked_on_reading(tmp_path):
+    wire.save_arrays(tmp_path / "mesh.npz", vertices=np.zeros((3, 3), np.float32))
+    assert not list(tmp_path.glob(".*"))
+    with pytest.raises(wire.WireError, match="faces"):
+        wire.load_arrays(tmp_path / "mesh.npz", {"vertices": "", "faces": ""})
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return load_model(DEFAULT_MODEL_DIR).requires_grad_(False)
+
+
+def test_default_model_declares_the_four_expression_edits_as_w_offsets(generator):
+    directions = edit_directions(generator)
+    assert [spec.name for spec in directions.specs] == ["smile", "jaw_open", "blink", "brow_raise"]
+    w = generator.w_avg[None, None].expand(1, generator.num_ws, -1)
+    for spec in directions.specs:
+        assert directions.directions[spec.name].shape == (generator.num_ws, generator.config.w_dim)
+        assert directions.directions[spec.name].norm() > 0
+    edited = directions.apply(w, {"jaw_open": 5.0})   # beyond the slider's range: clamped to its maximum
+    assert torch.allclose(edited, w + directions.directions["jaw_open"])
+    with pytest.raises(ValueError, match="no edit 'age'"):
+        directions.apply(w, {"age": 1.0})
+
+
+def test_session_inverts_a_photo_and_resynthesises_it_with_an_edit(tmp_path):
+    session = Session(model="default", device="cpu")
+    events = []
+    result = session.invert({"image": str(PHOTO), "job_dir": str(tmp_path / "a"), "steps": 2,
+                             "mesh_resolution": 96}, lambda f, m: events.append((f, m)))
+    assert result["faces_found"] == 1 and result["fit"]["steps"] == 2
+    assert [f for f, _ in events] == sorted(f for f, _ in events)
+    mesh = wire.load_arrays(tmp_path / "a" / "mesh.npz", wire.MESH_ARRAYS)
+    assert mesh["faces"].max() < len(mesh["vertices"]) and mesh["colors"].shape == mesh["vertices"].shape
+    edited = session.synthesize({"face_id": result["face_id"], "job_dir": str(tmp_path / "b"),
+                                 "edits": {"jaw_open": 1.0}, "mesh_resolution": 96}, lambda f, m: None)
+    assert edited["face_id"] == result["face_id"] and edited["edit_values"] == {"jaw_open": 1.0}
+    moved = wire.load_arrays(tmp_path / "b" / "mesh.npz", wire.MESH_ARRAYS)
+    assert len(moved["vertices"]) != len(mesh["vertices"]) or not np.allclose(moved["vertices"], mesh["vertices"])
+    with pytest.raises(UnknownFaceError, match="import the photo again"):
+        session.synthesize({"face_id": "nope", "job_dir": str(tmp_path / "c")}, lambda f, m: None)
+
+
+class EngineProcess:
+    """The real engine process, spoken to over its stdin/stdout exactly as the add-on does."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "inference.server", "--device", "cpu"], cwd=ROOT,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, bufsize=1)
+
+    def send(self, request_id: str, op: str, params: dict | None = None) -> None:
+        self.process.stdin.write(wire.Request(request_id, op, params or {}).encode())
+        self.process.stdin.flush()
+
+    def send_raw(self, line: str) -> None:
+        self.process.stdin.write(line)
+        self.process.stdin.flush()
+
+    def until_end(self, request_id: str, timeout: float = 120) -> list[wire.Event]:
+        events, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            assert line, "the engine closed its output: " + self.process.stderr.read()[-2000:]
+            event = wire.Event.decode(line)
+            events.append(event)
+            if event.id == request_id and event.event in ("result", "error"):
+                return events
+        raise AssertionError(f"no end for request {request_id} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    process = EngineProcess()
+    yield process
+    if process.process.poll() is None:
+        process.process.kill()
+    process.process.wait()
+
+
+def test_engine_says_hello_with_its_versions_and_device(engine):
+    engine.send("1", "hello")
+    hello = engine.until_end("1")[-1]
+    assert hello.event == "result"
+    assert hello.data["protocol"] == wire.PROTOCOL_VERSION and hello.data["device"] == "cpu"
+
+
+def test_engine_answers_a_garbled_line_with_an_error_and_keeps_serving(engine):
+    engine.send_raw("this is not json\n")
+    engine.send("2", "hello")
+    events = engine.until_end("2")
+    assert events[0].event == "error" and "not a JSON line" in events[0].data["message"]
+    assert events[-1].event == "result"
+
+
+def test_engine_reports_a_photo_without_a_face_as_a_typed_error(engine, tmp_path):
+    from PIL import Image
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (300, 300), (200, 200, 200)).save(blank)
+    engine.send("3", "invert", {"image": str(blank), "job_dir": str(tmp_path / "job")})
+    end = engine.until_end("3")[-1]
+    assert end.event == "error" and end.data["type"] == "NoFaceError" and "blank.png" in end.data["message"]
+    assert not (tmp_path / "job" / "mesh.npz").exists()
+
+
+def test_engine_cancels_a_running_request_cooperatively(engine, tmp_path):
+    engine.send("4", "invert", {"image": str(PHOTO), "job_dir": str(tmp_path / "job"), "steps": 200})
+    engine.send("c4", "cancel", {"target": "4"})
+    events = engine.until_end("4", timeout=60)
+    end = events[-1]
+    assert end.event == "error" and end.data["type"] == "Cancelled"
+    assert not (tmp_path / "job" / "mesh.npz").exists()
+
+
+def test_engine_exits_on_shutdown(engine):
+    engine.send("9", "shutdown")
+    assert engine.until_end("9")[-1].data == {"stopped": True}
+    assert engine.process.wait(timeout=20) == 0
