@@ -1,0 +1,304 @@
+"""Operators: import faces from photos, edit them, and manage the engine process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import bpy
+from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringProperty
+from bpy_extras.io_utils import ImportHelper
+
+from . import runtime, scene
+from .engine_client import EngineError, Job
+from .engine_source import ENGINE_SOURCE
+
+PHOTO_FILTER = "*.jpg;*.jpeg;*.png;*.webp;*.tif;*.tiff;*.bmp"
+
+
+def _report_result(operator: bpy.types.Operator, manifest: dict) -> None:
+    if manifest.get("faces_found", 1) > 1:
+        operator.report({"WARNING"}, f"{Path(manifest['photo']).name}: {manifest['faces_found']} faces found; "
+                                     f"imported face {manifest['face_index']} (largest first: set 'Face index' "
+                                     "to import another)")
+
+
+class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
+    """Reconstruct a 3D head from each chosen photo: mesh with colours, the photo's camera and an orbit rig"""
+
+    bl_idname = "triface.import_face"
+    bl_label = "Import Face from Photo"
+    bl_options = {"REGISTER", "UNDO", "PRESET"}
+
+    filter_glob: StringProperty(default=PHOTO_FILTER, options={"HIDDEN"})
+    files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
+    directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
+    face_index: IntProperty(name="Face index", default=0, min=0,
+                            description="Which face to import when a photo shows several (0 = the largest)")
+
+    _timer = None
+    _queue: list[str]
+    _job: Job | None
+    _job_dir: Path | None
+    _imported: int
+    _failed: list[str]
+
+    def photos(self) -> list[str]:
+        if self.files and self.directory and any(f.name for f in self.files):
+            return [str(Path(self.directory) / f.name) for f in self.files if f.name]
+        return [self.filepath] if self.filepath else []
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        photos = self.photos()
+        if not photos:
+            self.report({"ERROR"}, "choose at least one photo")
+            return {"CANCELLED"}
+        self._queue, self._job, self._job_dir, self._imported, self._failed = list(photos), None, None, 0, []
+        if bpy.app.background:   # timers never fire without a UI: run each request to completion here
+            for photo in photos:
+                job_dir = runtime.new_job_dir()
+                try:
+                    client = runtime.engine()
+                    manifest = client.wait(client.submit("invert", runtime.invert_params(photo, self.face_index,
+                                                                                          job_dir)))
+                    self._build(context, manifest, job_dir)
+                except EngineError as exc:
+                    self._fail(photo, exc)
+                except Exception as exc:   # a result the scene builder cannot use: report, never crash
+                    self._fail(photo, EngineError(f"could not build the scene: {exc!r}"))
+                finally:
+                    runtime.discard_job_dir(job_dir)
+            return self._finish(context)
+        context.window_manager.progress_begin(0, 100 * len(photos))
+        self._timer = context.window_manager.event_timer_add(0.1, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type == "ESC":
+            if self._job is not None:
+                runtime.engine().cancel(self._job)
+            self._queue.clear()
+            self.report({"WARNING"}, "import cancelled")
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        if self._job is None:
+            if not self._queue:
+                return self._finish(context)
+            photo = self._queue[0]
+            self._job_dir = runtime.new_job_dir()
+            try:
+                self._job = runtime.engine().submit("invert", runtime.invert_params(photo, self.face_index,
+                                                                                    self._job_dir))
+            except EngineError as exc:
+                self._fail(self._queue.pop(0), exc)
+                runtime.discard_job_dir(self._job_dir)
+                self._job = None
+            return {"PASS_THROUGH"}
+        client = runtime.engine_if_running()
+        if client is not None:
+            client.check(self._job)
+        done = self._imported + len(self._failed)
+        context.window_manager.progress_update(int(100 * (done + self._job.fraction)))
+        context.workspace.status_text_set(f"TriFace: {Path(self._queue[0]).name if self._queue else ''}: "
+                                          f"{self._job.message} (Esc cancels)")
+        if self._job.finished:
+            photo = self._queue.pop(0) if self._queue else ""
+            if self._job.error is None:
+                try:
+                    self._build(context, self._job.result, self._job_dir)
+                except Exception as exc:   # a result the scene builder cannot use: report, never crash
+                    self._fail(photo, EngineError(f"could not build the scene: {exc!r}"))
+            elif self._job.error.kind != "Cancelled":
+                self._fail(photo, self._job.error)
+            runtime.discard_job_dir(self._job_dir)
+            self._job = None
+        return {"PASS_THROUGH"}
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        if self._job is not None and not self._job.finished:
+            runtime.engine().cancel(self._job)
+        self._cleanup(context)
+
+    def _build(self, context: bpy.types.Context, manifest: dict, job_dir: Path) -> None:
+        head = scene.build_face(context.scene, manifest, job_dir)
+        head.triface.face_index = int(manifest.get("face_index", 0))
+        found = int(manifest.get("faces_found", 1))
+        head.triface.status = "Imported" + (f" face {head.triface.face_index} of {found} found" if found > 1 else "")
+        for obj in context.view_layer.objects:
+            obj.select_set(False)
+        head.select_set(True)
+        context.view_layer.objects.active = head
+        self._imported += 1
+        _report_result(self, manifest)
+
+    def _fail(self, photo: str, error: EngineError) -> None:
+        self._failed.append(photo)
+        self.report({"ERROR"}, f"{Path(photo).name}: {error}")
+        print(f"TriFace: {Path(photo).name}: {error.report()}", file=sys.stderr)
+
+    def _cleanup(self, context: bpy.types.Context) -> None:
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+            context.window_manager.progress_end()
+            context.workspace.status_text_set(None)
+
+    def _finish(self, context: bpy.types.Context) -> set[str]:
+        self._cleanup(context)
+        if self._imported:
+            self.report({"INFO"}, f"imported {self._imported} face(s)" +
+                        (f"; {len(self._failed)} photo(s) failed" if self._failed else ""))
+            return {"FINISHED"}
+        return {"CANCELLED"}
+
+
+def _active_face(context: bpy.types.Context) -> bpy.types.Object | None:
+    obj = context.active_object
+    return obj if obj is not None and obj.type == "MESH" and obj.triface.face_id else None
+
+
+class TRIFACE_OT_reset_edits(bpy.types.Operator):
+    """Put every attribute slider of the active face back to zero and re-synthesise it"""
+
+    bl_idname = "triface.reset_edits"
+    bl_label = "Reset"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _active_face(context) is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        head = _active_face(context)
+        for item in head.triface.edits:
+            item.suppress_update = True
+            item.value = 0.0
+            item.suppress_update = False
+        runtime.request_resynthesis(head.name)
+        return {"FINISHED"}
+
+
+class TRIFACE_OT_apply_as_new(bpy.types.Operator):
+    """Copy the edited head into a new, plain mesh object that no longer follows the sliders"""
+
+    bl_idname = "triface.apply_as_new"
+    bl_label = "Apply as New Object"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _active_face(context) is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        copy = scene.copy_as_new_object(_active_face(context))
+        self.report({"INFO"}, f"created {copy.name}")
+        return {"FINISHED"}
+
+
+class TRIFACE_OT_stop_engine(bpy.types.Operator):
+    """Stop the engine process and free the memory (GPU included) it holds; it restarts on the next request"""
+
+    bl_idname = "triface.stop_engine"
+    bl_label = "Stop Engine"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        runtime.stop_engine()
+        return {"FINISHED"}
+
+
+class TRIFACE_OT_start_engine(bpy.types.Operator):
+    """Start the engine (or ask the running one) and show its version, device and model"""
+
+    bl_idname = "triface.start_engine"
+    bl_label = "Start / Refresh Engine"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            client = runtime.engine()
+            client.start()
+            client.info = client.wait(client.submit("load_model", {"model": client.model, "device": client.device}))
+        except EngineError as exc:
+            self.report({"ERROR"}, exc.report())
+            return {"CANCELLED"}
+        self.report({"INFO"}, runtime.status_text())
+        return {"FINISHED"}
+
+
+class TRIFACE_OT_setup_engine(bpy.types.Operator):
+    """Create a Python environment for the engine (Blender's Python + venv) and install torch and TriFace's
+    engine into it. Needs online access; takes several minutes and a few GB"""
+
+    bl_idname = "triface.setup_engine"
+    bl_label = "Set up Engine"
+
+    torch_index: EnumProperty(name="PyTorch build", items=(
+        ("DEFAULT", "Default", "PyTorch's default build for this platform (CUDA on Linux/Windows)"),
+        ("CPU", "CPU only", "The smaller CPU-only build"),
+    ), default="DEFAULT")
+
+    _thread: threading.Thread | None = None
+    _outcome: dict
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if not bpy.app.online_access:
+            self.report({"ERROR"}, "Blender's online access is off (Preferences > System > Network > Allow Online "
+                                   "Access), so the engine cannot be downloaded. Allow it, or set 'Engine Python' "
+                                   "to an interpreter that already has torch installed")
+            return {"CANCELLED"}
+        venv = runtime.managed_venv()
+        python = runtime.default_python_for_venv(venv)
+        torch_args = ["--index-url", "https://download.pytorch.org/whl/cpu"] if self.torch_index == "CPU" else []
+        steps = [[sys.executable, "-m", "venv", str(venv)],
+                 [str(python), "-m", "pip", "install", "--upgrade", "pip"],
+                 [str(python), "-m", "pip", "install", "torch", *torch_args],
+                 [str(python), "-m", "pip", "install", str(ENGINE_SOURCE)]]
+        self._outcome = {}
+        log_path = runtime.user_dir() / "setup.log"
+
+        def work() -> None:
+            with open(log_path, "a", encoding="utf-8") as log:
+                for command in steps:
+                    log.write("$ " + " ".join(command) + "\n")
+                    log.flush()
+                    code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+                    if code != 0:
+                        self._outcome["error"] = f"'{' '.join(command[:4])} ...' failed (exit {code}); see {log_path}"
+                        return
+            self._outcome["python"] = str(python)
+
+        runtime.stop_engine()
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+        if bpy.app.background:
+            self._thread.join()
+            return self._done(context)
+        self._timer = context.window_manager.event_timer_add(0.5, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        context.workspace.status_text_set("TriFace: setting up the engine (several minutes)...")
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type != "TIMER" or self._thread.is_alive():
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        context.workspace.status_text_set(None)
+        return self._done(context)
+
+    def _done(self, context: bpy.types.Context) -> set[str]:
+        if "error" in self._outcome:
+            self.report({"ERROR"}, self._outcome["error"])
+            return {"CANCELLED"}
+        runtime.preferences().engine_python = ""   # empty = the managed environment
+        self.report({"INFO"}, f"engine installed in {self._outcome['python']}")
+        return {"FINISHED"}
+
+
+def menu_import(self, context: bpy.types.Context) -> None:
+    self.layout.operator(TRIFACE_OT_import_face.bl_idname, text="Face from Photo")
+
+
+CLASSES = (TRIFACE_OT_import_face, TRIFACE_OT_reset_edits, TRIFACE_OT_apply_as_new, TRIFACE_OT_stop_engine,
+           TRIFACE_OT_start_engine, TRIFACE_OT_setup_engine)

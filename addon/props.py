@@ -1,0 +1,45 @@
+"""What the .blend keeps about a face (enough to ask the engine again): custom properties on the head object."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, CollectionProperty, FloatProperty, StringProperty
+
+
+def _edit_changed(item: "TRIFACE_PG_edit", context: bpy.types.Context) -> None:
+    if item.suppress_update:
+        return
+    from . import runtime   # the runtime imports these classes; importing it at call time avoids a cycle
+    head = item.id_data
+    runtime.request_resynthesis(head.name)
+
+
+class TRIFACE_PG_edit(bpy.types.PropertyGroup):
+    # `name` (the edit's id, e.g. "smile") comes from PropertyGroup.
+    label: StringProperty(name="Label")
+    value: FloatProperty(name="Value", default=0.0, soft_min=-1.0, soft_max=1.0, min=-2.0, max=2.0,
+                         update=_edit_changed)
+    minimum: FloatProperty(default=-1.0)
+    maximum: FloatProperty(default=1.0)
+    suppress_update: BoolProperty(default=False, options={"SKIP_SAVE"})
+
+
+class TRIFACE_PG_face(bpy.types.PropertyGroup):
+    face_id: StringProperty(name="Face id", description="The engine's id of this face (photo, face, model)")
+    photo: StringProperty(name="Photo", subtype="FILE_PATH")
+    face_index: bpy.props.IntProperty(name="Face index", default=0, min=0)
+    model: StringProperty(name="Model")
+    input_camera: StringProperty(name="Input camera")
+    status: StringProperty(name="Status", options={"SKIP_SAVE"})
+    edits: CollectionProperty(type=TRIFACE_PG_edit)
+
+
+CLASSES = (TRIFACE_PG_edit, TRIFACE_PG_face)
+
+
+def register_properties() -> None:
+    bpy.types.Object.triface = bpy.props.PointerProperty(type=TRIFACE_PG_face)
+
+
+def unregister_properties() -> None:
+    del bpy.types.Object.triface

@@ -1,0 +1,187 @@
+"""The add-on's running state: the one engine client, job folders, and the debounced re-synthesis of edits.
+
+Operators and property callbacks come here; nothing here draws UI. In background mode (`blender -b`, where
+timers never fire) every request runs synchronously; in the UI, requests are polled from timers so Blender
+stays responsive.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+from . import scene
+from .engine_client import EngineClient, EngineError, Job, default_python_for_venv
+
+_engine: EngineClient | None = None
+_pending_edits: dict[str, float] = {}     # head object name -> time of the last slider change
+_running_edits: dict[str, tuple[Job, Path]] = {}
+EDIT_DEBOUNCE_S = 0.35
+
+
+def preferences():
+    return bpy.context.preferences.addons[__package__].preferences
+
+
+def user_dir() -> Path:
+    return Path(bpy.utils.extension_path_user(__package__, create=True))
+
+
+def managed_venv() -> Path:
+    return user_dir() / "engine-venv"
+
+
+def engine_python() -> str:
+    chosen = preferences().engine_python
+    if chosen:
+        return bpy.path.abspath(chosen)
+    return str(default_python_for_venv(managed_venv()))
+
+
+def engine_model() -> str:
+    prefs = preferences()
+    return bpy.path.abspath(prefs.model_folder) if prefs.model_source == "FOLDER" else "default"
+
+
+def engine() -> EngineClient:
+    """The engine client for the current preferences (a new one if they changed since it started)."""
+    global _engine
+    python, model, device = engine_python(), engine_model(), preferences().device.lower()
+    if _engine is not None and (_engine.python, _engine.model, _engine.device) != (python, model, device):
+        _engine.stop()
+        _engine = None
+    if _engine is None:
+        _engine = EngineClient(python, model, device, log_path=user_dir() / "engine.log",
+                               work_dir=user_dir())
+    return _engine
+
+
+def engine_if_running() -> EngineClient | None:
+    return _engine if _engine is not None and _engine.running else None
+
+
+def stop_engine() -> None:
+    global _engine
+    if _engine is not None:
+        _engine.stop()
+        _engine = None
+
+
+def status_text() -> str:
+    client = engine_if_running()
+    if client is None:
+        return "Engine stopped (starts on the first request)"
+    info = client.info
+    device = info.get("gpu") or info.get("device", "?")
+    if info.get("gpu_free_mb") is not None:
+        device += f", {info['gpu_free_mb']} MB free"
+    model = (info.get("model") or {}).get("name", "no model loaded")
+    return f"Engine {info.get('engine', '?')} on {device}; {model}"
+
+
+def new_job_dir() -> Path:
+    folder = user_dir() / "jobs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def discard_job_dir(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def invert_params(photo: str, face_index: int, job_dir: Path) -> dict[str, Any]:
+    prefs = preferences()
+    return {"image": photo, "face_index": face_index, "job_dir": str(job_dir), "steps": prefs.steps.lower(),
+            "mesh_resolution": prefs.mesh_resolution}
+
+
+# -- edits: debounced re-synthesis ---------------------------------------------------------------------------
+
+def request_resynthesis(head_name: str) -> None:
+    """A slider moved: re-synthesise now (background mode) or shortly after the user stops moving it."""
+    if bpy.app.background:
+        head = bpy.data.objects.get(head_name)
+        if head is not None:
+            resynthesize_now(head)
+        return
+    _pending_edits[head_name] = time.monotonic()
+    if not bpy.app.timers.is_registered(_edit_timer):
+        bpy.app.timers.register(_edit_timer, first_interval=EDIT_DEBOUNCE_S)
+
+
+def synthesize_params(head: bpy.types.Object, job_dir: Path) -> dict[str, Any]:
+    settings = head.triface
+    params = invert_params(bpy.path.abspath(settings.photo), settings.face_index, job_dir)
+    params.update(face_id=settings.face_id, edits={item.name: item.value for item in settings.edits})
+    return params
+
+
+def resynthesize_now(head: bpy.types.Object) -> None:
+    job_dir = new_job_dir()
+    try:
+        client = engine()
+        manifest = client.wait(client.submit("synthesize", synthesize_params(head, job_dir)))
+        scene.update_face_mesh(head, manifest, job_dir)
+        head.triface.status = "Edited"
+    except EngineError as exc:
+        head.triface.status = f"Edit failed: {exc}"
+        print(f"TriFace: {exc.report()}")
+    finally:
+        discard_job_dir(job_dir)
+
+
+def _edit_timer() -> float | None:
+    now = time.monotonic()
+    for name, changed in list(_pending_edits.items()):
+        if now - changed >= EDIT_DEBOUNCE_S and name not in _running_edits:
+            del _pending_edits[name]
+            head = bpy.data.objects.get(name)
+            if head is None:
+                continue
+            job_dir = new_job_dir()
+            try:
+                _running_edits[name] = (engine().submit("synthesize", synthesize_params(head, job_dir)), job_dir)
+                head.triface.status = "Re-synthesising..."
+            except EngineError as exc:
+                head.triface.status = f"Edit failed: {exc}"
+                discard_job_dir(job_dir)
+    for name, (job, job_dir) in list(_running_edits.items()):
+        client = engine_if_running()
+        if client is not None:
+            client.check(job)
+        if not job.finished:
+            continue
+        del _running_edits[name]
+        head = bpy.data.objects.get(name)
+        if head is not None:
+            if job.error is None:
+                scene.update_face_mesh(head, job.result, job_dir)
+                head.triface.status = "Edited"
+            else:
+                head.triface.status = f"Edit failed: {job.error}"
+        discard_job_dir(job_dir)
+        _redraw()
+    return 0.1 if (_pending_edits or _running_edits) else None
+
+
+def _redraw() -> None:
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+def shutdown() -> None:
+    """Unregister: no timers, no pending work, no engine process left behind."""
+    if bpy.app.timers.is_registered(_edit_timer):
+        bpy.app.timers.unregister(_edit_timer)
+    _pending_edits.clear()
+    for _job, job_dir in _running_edits.values():
+        discard_job_dir(job_dir)
+    _running_edits.clear()
+    stop_engine()

@@ -1,0 +1,187 @@
+"""One scenario of the add-on, run in real Blender (the `bpy` module) in a fresh process by tests/test_addon.py.
+
+    python tests/blender_case.py CASE ZIP WORKDIR [ARGS...]   -> prints one JSON line of facts: "FACTS {...}"
+
+It installs the built extension into a private user folder (BLENDER_USER_RESOURCES, set by the caller), points
+the add-on at this interpreter as the engine's Python, runs the operators exactly as a user would in
+background mode, and reports what the scene holds. The assertions live in the test, which reads the facts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import bpy
+from bpy_extras.object_utils import world_to_camera_view
+from mathutils import Vector
+
+ADDON = "bl_ext.user_default.triface"
+
+
+def install(zip_path: str) -> None:
+    bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.engine_python = sys.executable
+    prefs.device = "CPU"
+    prefs.steps = os.environ.get("TRIFACE_TEST_STEPS", "PREVIEW")
+    prefs.mesh_resolution = 128
+
+
+def import_photo(photo: str) -> dict:
+    """Run the import operator; return its outcome and any error text (bpy raises on reported errors)."""
+    try:
+        outcome = bpy.ops.triface.import_face(filepath=photo)
+        return {"outcome": sorted(outcome), "error": None}
+    except RuntimeError as exc:
+        return {"outcome": ["CANCELLED"], "error": str(exc)}
+
+
+def scene_counts() -> dict:
+    return {"objects": len(bpy.data.objects), "meshes": len(bpy.data.meshes), "cameras": len(bpy.data.cameras),
+            "materials": len(bpy.data.materials), "collections": len(bpy.data.collections),
+            "images": len(bpy.data.images)}
+
+
+def heads() -> list[bpy.types.Object]:
+    return [o for o in bpy.data.objects if o.type == "MESH" and o.triface.face_id]
+
+
+def describe_head(head: bpy.types.Object) -> dict:
+    mesh = head.data
+    scene = bpy.context.scene
+    camera = bpy.data.objects[head.triface.input_camera]
+    width, height = scene.render.resolution_x, scene.render.resolution_y
+    landmarks = [Vector(head["triface_landmarks"][i:i + 3]) for i in range(0, len(head["triface_landmarks"]), 3)]
+    projected = []
+    for point in landmarks:
+        if point.x != point.x:   # NaN: that landmark's ray missed the mesh
+            projected.append(None)
+            continue
+        ndc = world_to_camera_view(scene, camera, head.matrix_world @ point)
+        projected.append([ndc.x * width, (1.0 - ndc.y) * height])
+    corners = [head.matrix_world @ Vector(c) for c in head.bound_box]
+    attribute = mesh.color_attributes.active_color
+    orbit = [o for o in head.users_collection[0].objects if o.type == "CAMERA" and o.parent is not None]
+    material = mesh.materials[0] if mesh.materials else None
+    return {
+        "name": head.name, "collection": head.users_collection[0].name, "vertices": len(mesh.vertices),
+        "polygons": len(mesh.polygons), "smooth": all(p.use_smooth for p in mesh.polygons[:50]),
+        "size": [max(c[i] for c in corners) - min(c[i] for c in corners) for i in range(3)],
+        "centre": [sum(c[i] for c in corners) / 8 for i in range(3)],
+        "color_attribute": None if attribute is None else
+        {"name": attribute.name, "domain": attribute.domain, "type": attribute.data_type,
+         "mean": [sum(attribute.data[i].color[k] for i in range(0, len(attribute.data), 97)) /
+                  len(range(0, len(attribute.data), 97)) for k in range(3)]},
+        "uv_layers": len(mesh.uv_layers),
+        "material_uses_color": material is not None and any(n.bl_idname == "ShaderNodeVertexColor"
+                                                            for n in material.node_tree.nodes),
+        "camera": {"lens": camera.data.lens, "sensor": camera.data.sensor_width, "fit": camera.data.sensor_fit,
+                   "shift": [camera.data.shift_x, camera.data.shift_y],
+                   "location": list(camera.matrix_world.translation),
+                   "background": [b.image.filepath for b in camera.data.background_images if b.image]},
+        "orbit_cameras": len(orbit), "orbit_parent": orbit[0].parent.name if orbit else None,
+        "orbit_distances": [(o.matrix_world.translation - orbit[0].parent.matrix_world.translation).length
+                            for o in orbit],
+        "resolution": [width, height], "landmarks_projected": projected,
+        "landmarks_world": [None if p.x != p.x else list(head.matrix_world @ p) for p in landmarks],
+        "edits": {item.name: item.value for item in head.triface.edits}, "status": head.triface.status,
+        "face_id": head.triface.face_id,
+    }
+
+
+def engine_pid() -> int | None:
+    runtime = sys.modules[f"{ADDON}.runtime"]
+    client = runtime.engine_if_running()
+    return client.process.pid if client is not None else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:   # a zombie (exited, not yet reaped) is not alive
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+    except OSError:
+        return True
+
+
+def case_import(photo: str, workdir: str) -> dict:
+    facts: dict = {"torch_loaded_before": "torch" in sys.modules}
+    facts["first"] = import_photo(photo)
+    facts["after_first"] = scene_counts()
+    facts["second"] = import_photo(photo)
+    facts["after_second"] = scene_counts()
+    facts["heads"] = [describe_head(h) for h in heads()]
+    head = heads()[0]
+    before = describe_head(head)
+    head.triface.edits["jaw_open"].value = 1.0      # background mode: re-synthesises synchronously
+    facts["edit"] = {"status": head.triface.status, "before": before, "after": describe_head(head)}
+    bpy.context.view_layer.objects.active = head
+    facts["apply_as_new"] = sorted(bpy.ops.triface.apply_as_new())
+    facts["objects_after_apply"] = len(bpy.data.objects)
+    blend = str(Path(workdir) / "face.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    pid = engine_pid()
+    facts["engine_pid_alive_before_disable"] = pid is not None and pid_alive(pid)
+    bpy.ops.preferences.addon_disable(module=ADDON)
+    time.sleep(0.5)
+    facts["engine_alive_after_disable"] = pid is not None and pid_alive(pid)
+    facts["torch_loaded_after"] = "torch" in sys.modules
+    facts["threads_after_disable"] = sorted(t.name for t in threading.enumerate() if t.name.startswith("triface"))
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    facts["reopened_objects"] = sorted(o.name for o in bpy.data.objects)
+    return facts
+
+
+def case_faults(workdir: str, good: str, two_faces: str, no_face: str, corrupt: str) -> dict:
+    facts: dict = {}
+    for name, photo in (("corrupt", corrupt), ("no_face", no_face)):
+        before = scene_counts()
+        facts[name] = import_photo(photo) | {"unchanged": scene_counts() == before}
+    facts["two_faces"] = import_photo(two_faces)
+    facts["two_faces_status"] = [h.triface.status for h in heads()]
+    # Kill the engine in the middle of a request: the import must fail cleanly and the next one must work.
+    before = scene_counts()
+    runtime = sys.modules[f"{ADDON}.runtime"]
+    client = runtime.engine()
+
+    def kill_when_busy() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if client.jobs and client.process is not None:
+                time.sleep(0.3)
+                client.process.kill()
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
+    facts["killed"] = import_photo(good) | {"unchanged": scene_counts() == before}
+    killer.join()
+    facts["after_kill"] = import_photo(good)
+    facts["heads_after_kill"] = len(heads())
+    bpy.ops.preferences.addon_disable(module=ADDON)
+    return facts
+
+
+def main() -> int:
+    case, zip_path, workdir, *rest = sys.argv[1:]
+    install(zip_path)
+    if case == "import":
+        facts = case_import(rest[0], workdir)
+    elif case == "faults":
+        facts = case_faults(workdir, *rest)
+    else:
+        raise SystemExit(f"unknown case {case}")
+    print("FACTS " + json.dumps(facts), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""The Blender add-on, in real Blender (the `bpy` module), against the real engine process on CPU.
+
+Each scenario runs in a fresh process (tests/blender_case.py) with a private Blender user folder: the
+extension zip is built by scripts/build_extension.py, installed with bpy.ops.extensions.package_install_files,
+enabled, and driven through its operators exactly as in `blender -b`. The facts it reports are checked here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.face import detect_faces
+from inference.photo import load_photo
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT / "tests" / "data" / "photos"
+FRONTAL = PHOTOS / "congress_C000537.jpg"
+
+pytest.importorskip("bpy", reason="the add-on tests need Blender's `bpy` module (pip install bpy==5.0.1)")
+
+
+@pytest.fixture(scope="module")
+def extension_zip(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    completed = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_extension.py"), "--out", str(out),
+                                "--staging", str(out / "staging")], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    return Path(completed.stdout.strip().splitlines()[-1])
+
+
+def run_case(case: str, zip_path: Path, workdir: Path, *args: str) -> dict:
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(workdir / "blender-user"))
+    completed = subprocess.run([sys.executable, str(ROOT / "tests" / "blender_case.py"), case, str(zip_path),
+                                str(workdir), *map(str, args)], capture_output=True, text=True, env=env,
+                               timeout=600)
+    facts = [line[6:] for line in completed.stdout.splitlines() if line.startswith("FACTS ")]
+    assert completed.returncode == 0 and facts, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return json.loads(facts[-1])
+
+
+@pytest.fixture(scope="module")
+def imported(extension_zip, tmp_path_factory) -> dict:
+    return run_case("import", extension_zip, tmp_path_factory.mktemp("import"), FRONTAL)
+
+
+def test_import_creates_one_face_collection_and_reimport_adds_nothing(imported):
+    assert imported["first"]["outcome"] == ["FINISHED"]
+    assert imported["second"]["outcome"] == ["FINISHED"]
+    assert imported["after_second"] == imported["after_first"]
+    assert len(imported["heads"]) == 1
+    assert imported["heads"][0]["collection"] == "Face congress_C000537"
+
+
+def test_head_mesh_has_a_float_point_colour_attribute_shown_by_its_material(imported):
+    head = imported["heads"][0]
+    assert head["vertices"] > 5000 and head["polygons"] > 10000
+    assert head["smooth"]
+    assert head["color_attribute"]["domain"] == "POINT" and head["color_attribute"]["type"] == "FLOAT_COLOR"
+    assert 0.0 < min(head["color_attribute"]["mean"]) and max(head["color_attribute"]["mean"]) < 1.0
+    assert head["material_uses_color"]
+    assert head["uv_layers"] == 0   # no baked texture yet: UVs come with it
+
+
+def test_head_is_upright_in_metres(imported):
+    head = imported["heads"][0]
+    landmarks = np.array([p for p in _landmarks(imported) if p is not None])
+    assert 0.15 < head["size"][2] < 0.45 and 0.12 < head["size"][0] < 0.4
+    # dlib order: 8 chin, 30 nose tip, 36/45 outer eye corners; Blender is Z up, the face looks toward -Y.
+    points = _landmarks(imported)
+    chin, nose, eye_r, eye_l = points[8], points[30], points[36], points[45]
+    assert chin[2] < nose[2] < (eye_r[2] + eye_l[2]) / 2
+    assert 0.07 < np.linalg.norm(np.subtract(eye_r, eye_l)) < 0.13
+    assert nose[1] < landmarks[:, 1].mean()
+
+
+def _landmarks(imported: dict) -> list:
+    return imported["heads"][0].get("landmarks_world") or []
+
+
+def test_input_camera_sees_the_mesh_landmarks_where_the_photo_has_them(imported):
+    head = imported["heads"][0]
+    photo = load_photo(FRONTAL)
+    truth = detect_faces(photo.pixels)[0].landmarks / photo.scale
+    projected = head["landmarks_projected"]
+    hits = [i for i, p in enumerate(projected) if p is not None]
+    assert len(hits) >= 60   # only jaw-line points on the silhouette may miss the head
+    errors = np.linalg.norm(np.array([projected[i] for i in hits]) - truth[hits], axis=1)
+    assert errors.max() < 2.0
+    camera = head["camera"]
+    assert camera["fit"] == "HORIZONTAL" and camera["sensor"] == pytest.approx(36.0)
+    assert 100 < camera["lens"] < 300   # EG3D's 4.26 focal (in image widths) at the photo's framing
+    assert camera["background"] == [str(FRONTAL)]
+    assert head["resolution"] == list(Image.open(FRONTAL).size)
+
+
+def test_orbit_rig_parents_five_cameras_to_an_empty_at_the_pivot(imported):
+    head = imported["heads"][0]
+    assert head["orbit_cameras"] == 5
+    assert head["orbit_parent"].endswith("orbit")
+    assert all(0.9 < d < 1.3 for d in head["orbit_distances"])   # 2.5 to 2.7 EG3D units of 0.427 m
+
+
+def test_slider_resynthesises_the_mesh_in_place(imported):
+    edit = imported["edit"]
+    assert edit["status"] == "Edited"
+    assert edit["after"]["name"] == edit["before"]["name"]
+    assert edit["after"]["edits"]["jaw_open"] == 1.0
+    assert edit["after"]["vertices"] != edit["before"]["vertices"] or \
+        edit["after"]["size"] != edit["before"]["size"]
+    assert set(edit["before"]["edits"]) == {"smile", "jaw_open", "blink", "brow_raise"}
+    assert imported["apply_as_new"] == ["FINISHED"]
+
+
+def test_blend_reopens_with_the_face_and_unregistering_leaves_nothing_running(imported):
+    assert "congress_C000537 head" in imported["reopened_objects"]
+    assert "congress_C000537 head (edited)" in imported["reopened_objects"]
+    assert imported["engine_pid_alive_before_disable"]
+    assert not imported["engine_alive_after_disable"]
+    assert imported["threads_after_disable"] == []
+    assert not imported["torch_loaded_before"] and not imported["torch_loaded_after"]
+
+
+@pytest.fixture(scope="module")
+def faults(extension_zip, tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("faults")
+    corrupt = work / "corrupt.jpg"
+    corrupt.write_bytes(FRONTAL.read_bytes()[:2000])
+    no_face = work / "wall.png"
+    Image.new("RGB", (400, 300), (120, 130, 140)).save(no_face)
+    two = work / "two_faces.jpg"
+    left, right = Image.open(FRONTAL).convert("RGB"), Image.open(PHOTOS / "skimage_astronaut.png").convert("RGB")
+    canvas = Image.new("RGB", (left.width + right.width, max(left.height, right.height)), (90, 90, 90))
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (left.width, 0))
+    canvas.save(two, quality=95)
+    return run_case("faults", extension_zip, work, FRONTAL, two, no_face, corrupt)
+
+
+def test_corrupt_photo_is_refused_with_its_name_and_the_scene_is_untouched(faults):
+    assert faults["corrupt"]["outcome"] == ["CANCELLED"]
+    assert "corrupt.jpg" in faults["corrupt"]["error"]
+    assert faults["corrupt"]["unchanged"]
+
+
+def test_photo_without_a_face_says_so_and_the_scene_is_untouched(faults):
+    assert faults["no_face"]["outcome"] == ["CANCELLED"]
+    assert "no face" in faults["no_face"]["error"].lower()
+    assert faults["no_face"]["unchanged"]
+
+
+def test_photo_with_two_faces_imports_the_largest_and_says_how_many(faults):
+    assert faults["two_faces"]["outcome"] == ["FINISHED"]
+    assert any("of 2 found" in status for status in faults["two_faces_status"])
+
+
+def test_engine_killed_mid_request_is_reported_and_restarts_on_the_next_request(faults):
+    assert faults["killed"]["outcome"] == ["CANCELLED"]
+    assert "engine stopped unexpectedly" in faults["killed"]["error"]
+    assert faults["killed"]["unchanged"]
+    assert faults["after_kill"]["outcome"] == ["FINISHED"]
