@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The main job: set up, then sample a head from the bundled default model and write renders, depth maps and a
-# coloured mesh (PLY in EG3D units, GLB in metres) to out/demo (or the folder given as the first argument).
+# The main job: set up, then import a face from a photo through the TriFace Blender extension (real Blender, the
+# bpy module, headless) on the bundled default model, and write face.blend and face.glb to out/demo.
+#   bash scripts/demo.sh [PHOTO] [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-out=${1:-out/demo}
-.venv/bin/python -m inference generate --out "$out" --seed 1
-echo "wrote $out"
+photo=${1:-tests/data/photos/congress_C000537.jpg}
+out=${2:-out/demo}
+.venv/bin/python scripts/import_photo.py "$photo" --out "$out"

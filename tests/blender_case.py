@@ -26,7 +26,7 @@ ADDON = "bl_ext.user_default.triface"
 def install(zip_path: str) -> None:
     bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
     prefs = bpy.context.preferences.addons[ADDON].preferences
-    prefs.engine_python = sys.executable
+    prefs.engine_python = os.environ.get("TRIFACE_ENGINE_PYTHON", sys.executable)
     prefs.device = "CPU"
     prefs.steps = os.environ.get("TRIFACE_TEST_STEPS", "PREVIEW")
     prefs.mesh_resolution = 128

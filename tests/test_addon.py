@@ -26,6 +26,17 @@ FRONTAL = PHOTOS / "congress_C000537.jpg"
 
 pytest.importorskip("bpy", reason="the add-on tests need Blender's `bpy` module (pip install bpy==5.0.1)")
 
+# Blender versions to test in: this environment's bpy (5.0), and 4.5 LTS where scripts/test.sh made its venv
+# (the engine always runs in this environment, whichever Blender drives it).
+BLENDERS = {"5.0": Path(sys.executable)}
+if (ROOT / ".venv-blender45" / "bin" / "python").is_file():
+    BLENDERS["4.5"] = ROOT / ".venv-blender45" / "bin" / "python"
+
+
+@pytest.fixture(scope="module", params=sorted(BLENDERS))
+def blender(request) -> Path:
+    return BLENDERS[request.param]
+
 
 @pytest.fixture(scope="module")
 def extension_zip(tmp_path_factory) -> Path:
@@ -36,9 +47,9 @@ def extension_zip(tmp_path_factory) -> Path:
     return Path(completed.stdout.strip().splitlines()[-1])
 
 
-def run_case(case: str, zip_path: Path, workdir: Path, *args: str) -> dict:
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(workdir / "blender-user"))
-    completed = subprocess.run([sys.executable, str(ROOT / "tests" / "blender_case.py"), case, str(zip_path),
+def run_case(blender: Path, case: str, zip_path: Path, workdir: Path, *args: str) -> dict:
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(workdir / "blender-user"), TRIFACE_ENGINE_PYTHON=sys.executable)
+    completed = subprocess.run([str(blender), str(ROOT / "tests" / "blender_case.py"), case, str(zip_path),
                                 str(workdir), *map(str, args)], capture_output=True, text=True, env=env,
                                timeout=600)
     facts = [line[6:] for line in completed.stdout.splitlines() if line.startswith("FACTS ")]
@@ -47,8 +58,8 @@ def run_case(case: str, zip_path: Path, workdir: Path, *args: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def imported(extension_zip, tmp_path_factory) -> dict:
-    return run_case("import", extension_zip, tmp_path_factory.mktemp("import"), FRONTAL)
+def imported(blender, extension_zip, tmp_path_factory) -> dict:
+    return run_case(blender, "import", extension_zip, tmp_path_factory.mktemp("import"), FRONTAL)
 
 
 def test_import_creates_one_face_collection_and_reimport_adds_nothing(imported):
@@ -129,7 +140,7 @@ def test_blend_reopens_with_the_face_and_unregistering_leaves_nothing_running(im
 
 
 @pytest.fixture(scope="module")
-def faults(extension_zip, tmp_path_factory) -> dict:
+def faults(blender, extension_zip, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("faults")
     corrupt = work / "corrupt.jpg"
     corrupt.write_bytes(FRONTAL.read_bytes()[:2000])
@@ -141,7 +152,7 @@ def faults(extension_zip, tmp_path_factory) -> dict:
     canvas.paste(left, (0, 0))
     canvas.paste(right, (left.width, 0))
     canvas.save(two, quality=95)
-    return run_case("faults", extension_zip, work, FRONTAL, two, no_face, corrupt)
+    return run_case(blender, "faults", extension_zip, work, FRONTAL, two, no_face, corrupt)
 
 
 def test_corrupt_photo_is_refused_with_its_name_and_the_scene_is_untouched(faults):
