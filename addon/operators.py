@@ -44,6 +44,7 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
     _job_dir: Path | None
     _imported: int
     _failed: list[str]
+    _cancelling: bool
 
     def photos(self) -> list[str]:
         if self.files and self.directory and any(f.name for f in self.files):
@@ -56,6 +57,7 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
             self.report({"ERROR"}, "choose at least one photo")
             return {"CANCELLED"}
         self._queue, self._job, self._job_dir, self._imported, self._failed = list(photos), None, None, 0, []
+        self._cancelling = False
         if bpy.app.background:   # timers never fire without a UI: run each request to completion here
             for photo in photos:
                 job_dir = runtime.new_job_dir()
@@ -71,13 +73,16 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
                 finally:
                     runtime.discard_job_dir(job_dir)
             return self._finish(context)
+        runtime.imports_running += 1
+        runtime.cancel_requested = False
         context.window_manager.progress_begin(0, 100 * len(photos))
         self._timer = context.window_manager.event_timer_add(0.1, window=context.window)
         context.window_manager.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if event.type == "ESC":
+        if (event.type == "ESC" or runtime.cancel_requested) and not self._cancelling:
+            self._cancelling = True
             if self._job is not None:
                 runtime.engine().cancel(self._job)
             self._queue.clear()
@@ -141,6 +146,9 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
 
     def _cleanup(self, context: bpy.types.Context) -> None:
         if self._timer is not None:
+            runtime.imports_running -= 1
+            if runtime.imports_running == 0:
+                runtime.cancel_requested = False
             context.window_manager.event_timer_remove(self._timer)
             self._timer = None
             context.window_manager.progress_end()
@@ -195,6 +203,21 @@ class TRIFACE_OT_apply_as_new(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         copy = scene.copy_as_new_object(_active_face(context))
         self.report({"INFO"}, f"created {copy.name}")
+        return {"FINISHED"}
+
+
+class TRIFACE_OT_cancel(bpy.types.Operator):
+    """Cancel the running import or edit (the engine stops at its next step)"""
+
+    bl_idname = "triface.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return runtime.busy()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        runtime.request_cancel()
         return {"FINISHED"}
 
 
@@ -300,5 +323,6 @@ def menu_import(self, context: bpy.types.Context) -> None:
     self.layout.operator(TRIFACE_OT_import_face.bl_idname, text="Face from Photo")
 
 
-CLASSES = (TRIFACE_OT_import_face, TRIFACE_OT_reset_edits, TRIFACE_OT_apply_as_new, TRIFACE_OT_stop_engine,
+CLASSES = (TRIFACE_OT_import_face, TRIFACE_OT_reset_edits, TRIFACE_OT_apply_as_new, TRIFACE_OT_cancel,
+           TRIFACE_OT_stop_engine,
            TRIFACE_OT_start_engine, TRIFACE_OT_setup_engine)

@@ -17,6 +17,8 @@ class TRIFACE_PT_face(bpy.types.Panel):
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         layout.operator("triface.import_face", icon="IMAGE_DATA")
+        if runtime.busy():
+            layout.operator("triface.cancel", icon="CANCEL")
         head = context.active_object
         if head is not None and head.type == "MESH" and head.triface.face_id:
             settings = head.triface

@@ -22,6 +22,8 @@ _engine: EngineClient | None = None
 _pending_edits: dict[str, float] = {}     # head object name -> time of the last slider change
 _running_edits: dict[str, tuple[Job, Path]] = {}
 EDIT_DEBOUNCE_S = 0.35
+imports_running = 0          # modal imports in progress (the panel shows Cancel while any is)
+cancel_requested = False     # set by the Cancel button; each running import checks it on its next tick
 
 
 def preferences():
@@ -167,6 +169,20 @@ def _edit_timer() -> float | None:
         discard_job_dir(job_dir)
         _redraw()
     return 0.1 if (_pending_edits or _running_edits) else None
+
+
+def busy() -> bool:
+    return imports_running > 0 or bool(_running_edits)
+
+
+def request_cancel() -> None:
+    """The Cancel button: running imports stop at their next tick, running edits are cancelled in the engine."""
+    global cancel_requested
+    cancel_requested = imports_running > 0
+    client = engine_if_running()
+    for job, _job_dir in _running_edits.values():
+        if client is not None:
+            client.cancel(job)
 
 
 def _redraw() -> None:
