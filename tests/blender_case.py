@@ -170,11 +170,33 @@ def case_faults(workdir: str, good: str, two_faces: str, no_face: str, corrupt: 
     return facts
 
 
+def case_texture(workdir: str, manifest_path: str) -> dict:
+    """The scene builder given a result that carries UVs and a baked texture (as texture baking will send)."""
+    runtime = sys.modules[f"{ADDON}.runtime"]
+    scene_module = sys.modules[f"{ADDON}.scene"]
+    manifest = json.loads(Path(manifest_path).read_text())
+    head = scene_module.build_face(bpy.context.scene, manifest, Path(manifest_path).parent)
+    image = next(n.image for n in head.data.materials[0].node_tree.nodes if n.bl_idname == "ShaderNodeTexImage")
+    uv = head.data.uv_layers.active
+    facts = {"uv_layers": len(head.data.uv_layers), "uv_name": uv.name if uv else None,
+             "uvs": [list(d.uv) for d in uv.data] if uv else [], "image_size": list(image.size),
+             "packed": image.packed_file is not None}
+    image_name = image.name
+    blend = str(Path(workdir) / "textured.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    runtime.shutdown()
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    reopened = bpy.data.images[image_name]
+    return facts | {"reopened_packed": reopened.packed_file is not None, "reopened_pixel": list(reopened.pixels[:4])}
+
+
 def main() -> int:
     case, zip_path, workdir, *rest = sys.argv[1:]
     install(zip_path)
     if case == "import":
         facts = case_import(rest[0], workdir)
+    elif case == "texture":
+        facts = case_texture(workdir, *rest)
     elif case == "faults":
         facts = case_faults(workdir, *rest)
     else:

@@ -177,3 +177,26 @@ def test_engine_killed_mid_request_is_reported_and_restarts_on_the_next_request(
     assert "engine stopped unexpectedly" in faults["killed"]["error"]
     assert faults["killed"]["unchanged"]
     assert faults["after_kill"]["outcome"] == ["FINISHED"]
+
+
+def test_a_result_with_uvs_and_a_texture_gets_a_uv_map_and_a_packed_image(blender, extension_zip, tmp_path):
+    """Texture baking comes later; the scene builder already takes its output: UVs per corner and a PNG."""
+    vertices = np.array([[0, 0, 0], [0.1, 0, 0], [0, 0.1, 0], [0, 0, 0.1]], np.float32)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]], np.int32)
+    uvs = np.random.default_rng(0).random((faces.size, 2)).astype(np.float32)
+    np.savez(tmp_path / "mesh.npz", vertices=vertices, faces=faces, colors=np.full((4, 3), 0.5, np.float32),
+             uvs=uvs)
+    Image.new("RGB", (64, 32), (255, 0, 0)).save(tmp_path / "texture.png")
+    camera = {"matrix_world": np.eye(4).tolist(), "lens_mm": 150.0, "sensor_width_mm": 36.0,
+              "sensor_fit": "HORIZONTAL", "shift_x": 0.0, "shift_y": 0.0, "resolution": [64, 32]}
+    manifest = {"face_id": "f", "photo": str(FRONTAL), "photo_size": [450, 550], "model": "m",
+                "mesh": {"file": "mesh.npz"}, "texture": {"file": "texture.png"}, "input_camera": camera,
+                "orbit": {"pivot": [0, 0, 0], "cameras": []}, "landmarks": {"mesh": [[0, 0, 0]] * 68},
+                "edits": [], "edit_values": {}}
+    (tmp_path / "result.json").write_text(json.dumps(manifest))
+    facts = run_case(blender, "texture", extension_zip, tmp_path, tmp_path / "result.json")
+    assert facts["uv_layers"] == 1 and facts["uv_name"] == "UVMap"
+    assert np.allclose(facts["uvs"], uvs, atol=1e-6)
+    assert facts["image_size"] == [64, 32]
+    assert facts["packed"] and facts["reopened_packed"]
+    assert facts["reopened_pixel"][:3] == pytest.approx([1.0, 0.0, 0.0], abs=1e-3)
