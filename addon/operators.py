@@ -47,9 +47,12 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
     _cancelling: bool
 
     def photos(self) -> list[str]:
+        """Absolute paths: the engine runs in another working directory."""
         if self.files and self.directory and any(f.name for f in self.files):
-            return [str(Path(self.directory) / f.name) for f in self.files if f.name]
-        return [self.filepath] if self.filepath else []
+            chosen = [str(Path(self.directory) / f.name) for f in self.files if f.name]
+        else:
+            chosen = [self.filepath] if self.filepath else []
+        return [str(Path(bpy.path.abspath(p)).resolve()) for p in chosen]
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         photos = self.photos()
@@ -261,6 +264,8 @@ class TRIFACE_OT_setup_engine(bpy.types.Operator):
         ("DEFAULT", "Default", "PyTorch's default build for this platform (CUDA on Linux/Windows)"),
         ("CPU", "CPU only", "The smaller CPU-only build"),
     ), default="DEFAULT")
+    torch_requirement: StringProperty(name="PyTorch requirement", default="torch",
+                                      description="What pip installs for PyTorch, e.g. 'torch==2.5.1'")
 
     _thread: threading.Thread | None = None
     _outcome: dict
@@ -275,8 +280,7 @@ class TRIFACE_OT_setup_engine(bpy.types.Operator):
         python = runtime.default_python_for_venv(venv)
         torch_args = ["--index-url", "https://download.pytorch.org/whl/cpu"] if self.torch_index == "CPU" else []
         steps = [[sys.executable, "-m", "venv", str(venv)],
-                 [str(python), "-m", "pip", "install", "--upgrade", "pip"],
-                 [str(python), "-m", "pip", "install", "torch", *torch_args],
+                 [str(python), "-m", "pip", "install", self.torch_requirement, *torch_args],
                  [str(python), "-m", "pip", "install", str(ENGINE_SOURCE)]]
         self._outcome = {}
         log_path = runtime.user_dir() / "setup.log"

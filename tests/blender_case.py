@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -190,6 +191,33 @@ def case_texture(workdir: str, manifest_path: str) -> dict:
     return facts | {"reopened_packed": reopened.packed_file is not None, "reopened_pixel": list(reopened.pixels[:4])}
 
 
+def case_setup_engine(workdir: str, photo: str) -> dict:
+    """'Set up Engine' as a user presses it: refused while online access is off, then a real venv + pip install
+    (from whatever package index pip is configured with), then an import that runs on the new environment."""
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    facts: dict = {}
+    try:
+        facts["offline"] = sorted(bpy.ops.triface.setup_engine())
+    except RuntimeError as exc:
+        facts["offline"] = str(exc)
+    bpy.context.preferences.system.use_online_access = True
+    started = time.monotonic()
+    try:
+        # The CPU build this project's machines hold on disk: the default ('torch') may fetch a CUDA build.
+        facts["online"] = sorted(bpy.ops.triface.setup_engine(torch_requirement="torch==2.13.0"))
+    except RuntimeError as exc:
+        facts["online"] = str(exc)
+    facts["setup_seconds"] = time.monotonic() - started
+    runtime = sys.modules[f"{ADDON}.runtime"]
+    facts["engine_python_pref"] = prefs.engine_python
+    facts["managed_python"] = runtime.engine_python()
+    facts["import"] = import_photo(photo)
+    facts["engine_info"] = runtime.engine().info
+    runtime.shutdown()
+    shutil.rmtree(runtime.managed_venv())   # a torch environment is large: do not leave it in the temp folder
+    return facts
+
+
 def main() -> int:
     case, zip_path, workdir, *rest = sys.argv[1:]
     install(zip_path)
@@ -197,6 +225,8 @@ def main() -> int:
         facts = case_import(rest[0], workdir)
     elif case == "texture":
         facts = case_texture(workdir, *rest)
+    elif case == "setup_engine":
+        facts = case_setup_engine(workdir, *rest)
     elif case == "faults":
         facts = case_faults(workdir, *rest)
     else:

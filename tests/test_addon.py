@@ -200,3 +200,16 @@ def test_a_result_with_uvs_and_a_texture_gets_a_uv_map_and_a_packed_image(blende
     assert facts["image_size"] == [64, 32]
     assert facts["packed"] and facts["reopened_packed"]
     assert facts["reopened_pixel"][:3] == pytest.approx([1.0, 0.0, 0.0], abs=1e-3)
+
+
+def test_set_up_engine_needs_online_access_then_builds_a_working_engine_environment(extension_zip, tmp_path):
+    """The one-button path: a venv made with Blender's Python, torch and the engine pip-installed into it
+    (from the package index pip is configured with), and an import that runs on it. Blender 5.0 only: it is
+    the slowest test, and the operator is the same in 4.5."""
+    facts = run_case(BLENDERS["5.0"], "setup_engine", extension_zip, tmp_path, FRONTAL)
+    assert "online access is off" in facts["offline"]
+    assert facts["online"] == ["FINISHED"]
+    assert facts["engine_python_pref"] == ""   # empty = the managed environment
+    assert "engine-venv" in facts["managed_python"]
+    assert facts["import"]["outcome"] == ["FINISHED"]
+    assert facts["engine_info"]["protocol"] == 1
