@@ -167,6 +167,11 @@ def case_faults(workdir: str, good: str, two_faces: str, no_face: str, corrupt: 
     killer.join()
     facts["after_kill"] = import_photo(good)
     facts["heads_after_kill"] = len(heads())
+    # Several photos in one go, as the file browser passes them; one was imported before (no duplicate).
+    folder = Path(good).parent
+    facts["multi"] = sorted(bpy.ops.triface.import_face(directory=str(folder), files=[
+        {"name": Path(good).name}, {"name": "skimage_astronaut.png"}]))
+    facts["heads_after_multi"] = sorted(h.name for h in heads())
     bpy.ops.preferences.addon_disable(module=ADDON)
     return facts
 

@@ -213,3 +213,9 @@ def test_set_up_engine_needs_online_access_then_builds_a_working_engine_environm
     assert "engine-venv" in facts["managed_python"]
     assert facts["import"]["outcome"] == ["FINISHED"]
     assert facts["engine_info"]["protocol"] == 1
+
+
+def test_several_photos_at_once_import_several_faces_without_duplicates(faults):
+    assert faults["multi"] == ["FINISHED"]
+    assert len(faults["heads_after_multi"]) == faults["heads_after_kill"] + 1
+    assert "skimage_astronaut head" in faults["heads_after_multi"]
