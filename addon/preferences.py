@@ -24,7 +24,7 @@ class TRIFACE_AP_preferences(bpy.types.AddonPreferences):
         ("FOLDER", "Model folder", "A converted EG3D checkpoint (python -m inference.convert) or your own model")))
     model_folder: StringProperty(name="Model folder", subtype="DIR_PATH")
     steps: EnumProperty(name="Fitting", default="FAST", items=(
-        ("PREVIEW", "Preview", "No photo fitting: the camera from the photo and the model's average face"),
+        ("PREVIEW", "Preview", "No fitting: the encoder's code (or the average face) seen by the photo's camera"),
         ("FAST", "Fast", "A short fit to the photo (seconds)"),
         ("BEST", "Best", "A long fit to the photo (a minute or more on a CPU)")))
     mesh_resolution: IntProperty(name="Mesh resolution", default=192, min=64, max=512,

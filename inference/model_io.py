@@ -1,4 +1,5 @@
-"""Model folders: `config.json` + `model.safetensors`. The engine loads nothing else (no pickles).
+"""Model folders: `config.json` + `model.safetensors` (the generator), optionally `encoder.json` +
+`encoder.safetensors` (its inversion encoder). The engine loads nothing else (no pickles).
 
 Every way a folder can be wrong (missing, truncated, foreign file, another architecture, missing or
 mis-shaped tensors) becomes a `ModelLoadError` / `ModelConfigError` naming the file and the problem.
@@ -14,8 +15,9 @@ import safetensors.torch
 import torch
 
 from .config import GeneratorConfig
-from .errors import ModelLoadError
-from .fileio import atomic_write
+from .errors import ModelConfigError, ModelLoadError
+from .fileio import atomic_write, atomic_write_text
+from .networks.encoder import EncoderConfig, LatentEncoder
 from .networks.triplane import TriPlaneGenerator
 
 # The bundled default model (trained by scripts/train_generator.py; see its MODEL_CARD.md).
@@ -86,3 +88,41 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> TriPlaneGene
     generator.load_state_dict(weights, strict=True)
     device = select_device(device) if isinstance(device, str) else device
     return generator.eval().requires_grad_(False).to(device)
+
+
+ENCODER_CONFIG_NAME = "encoder.json"
+ENCODER_WEIGHTS_NAME = "encoder.safetensors"
+
+
+def save_encoder(encoder: LatentEncoder, folder: Path, generator_name: str, training: dict | None = None) -> None:
+    """Write the inversion encoder beside the generator it was trained for (weights first, then its config)."""
+    folder = Path(folder)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    atomic_write(folder / ENCODER_WEIGHTS_NAME, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
+    description = {"format": "triface-encoder", "version": 1, "generator": generator_name,
+                   "encoder": encoder.config.to_dict(), "training": training or {}}
+    atomic_write_text(folder / ENCODER_CONFIG_NAME, json.dumps(description, indent=2))
+
+
+def load_encoder(folder: Path, generator: TriPlaneGenerator) -> LatentEncoder | None:
+    """The model folder's inversion encoder, on the generator's device; None when the folder has none."""
+    folder = Path(folder)
+    path = folder / ENCODER_CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+        config = EncoderConfig(**description["encoder"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelConfigError(f"{path}: not a TriFace encoder description ({exc})") from exc
+    if description.get("format") != "triface-encoder":
+        raise ModelConfigError(f"{path}: format {description.get('format')!r}, expected 'triface-encoder'")
+    if description.get("generator") != generator.config.name or config.num_ws != generator.num_ws \
+            or config.w_dim != generator.config.w_dim:
+        raise ModelLoadError(f"{path}: this encoder was trained for {description.get('generator')!r}, not "
+                             f"{generator.config.name!r}; retrain it with scripts/train_encoder.py")
+    encoder = LatentEncoder(config)
+    weights = read_weights(folder / ENCODER_WEIGHTS_NAME)
+    check_state_dict(encoder.state_dict(), weights, str(folder / ENCODER_WEIGHTS_NAME))
+    encoder.load_state_dict(weights, strict=True)
+    return encoder.eval().requires_grad_(False).to(generator.w_avg.device)

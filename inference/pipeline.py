@@ -22,6 +22,7 @@ from .cameras import camera_label, cam2world_to_blender, eg3d_to_blender_points,
 from .face import detect_faces, select_face
 from .invert import ProgressFn, face_mask, fit_w_plus
 from .mesh import Mesh, extract_mesh
+from .networks.encoder import LatentEncoder
 from .networks.triplane import TriPlaneGenerator
 from .photo import load_photo
 from .wire import MESH_ARRAYS, save_arrays
@@ -55,8 +56,10 @@ def face_id_for(photo: Path, face_index: int, model_id: str) -> str:
 
 
 def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, face_index: int = 0,
-                 steps: int = 40, spread: torch.Tensor | None = None, progress: ProgressFn | None = None) -> FaceFit:
-    """Decode, find the face, estimate the camera, and fit w_plus to the photo."""
+                 steps: int = 40, spread: torch.Tensor | None = None, progress: ProgressFn | None = None,
+                 encoder: LatentEncoder | None = None) -> FaceFit:
+    """Decode, find the face, estimate the camera, encode the crop (when the model has an encoder: the pivot,
+    else w_avg), then refine w_plus against the photo for `steps` steps."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     report = progress or (lambda fraction, message: None)
@@ -75,10 +78,16 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, 
     mask = torch.from_numpy(face_mask(alignment.landmarks_crop, crop_size))[None, None]
     label = camera_label(alignment.cam2world, alignment.intrinsics).astype(np.float32)
     device = generator.w_avg.device
+    pivot = None
+    if encoder is not None:
+        started = time.perf_counter()
+        with torch.no_grad():
+            pivot = encoder(target.to(device))
+        seconds["encoder"] = time.perf_counter() - started
     started = time.perf_counter()
     fit = fit_w_plus(generator, target.to(device), mask.to(device), torch.from_numpy(label)[None].to(device),
                      steps=steps, spread=spread if spread is not None else torch.ones((), device=device),
-                     progress=lambda f, m: report(0.1 + 0.7 * f, m))
+                     w_init=pivot, progress=lambda f, m: report(0.1 + 0.7 * f, m))
     seconds["fit"] = time.perf_counter() - started
     return FaceFit(face_id=face_id_for(photo_path, face_index, model_id), photo=Path(photo_path),
                    photo_size=photo.original_size, face_index=face_index, faces_found=len(faces),

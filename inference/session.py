@@ -27,7 +27,7 @@ from . import __version__
 from .editing import EditDirections, edit_directions
 from .errors import TriFaceError, UnknownFaceError
 from .invert import STEP_BUDGETS, ProgressFn, w_spread
-from .model_io import DEFAULT_MODEL_DIR, load_model, select_device
+from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_model, select_device
 from .pipeline import FaceFit, face_mesh, invert_photo, write_face_result
 from .wire import PROTOCOL_VERSION
 
@@ -42,6 +42,7 @@ class Session:
         self.model_folder: Path | None = None
         self.directions = EditDirections((), {})
         self.spread: torch.Tensor | None = None
+        self.encoder = None
         self.faces: OrderedDict[str, FaceFit] = OrderedDict()
 
     # -- ops ---------------------------------------------------------------------------------------------
@@ -56,7 +57,7 @@ class Session:
             info.update(gpu=torch.cuda.get_device_name(device), gpu_free_mb=round(free / 2**20))
         if self.generator is not None:
             info["model"] = {"name": self.generator.config.name, "folder": str(self.model_folder),
-                             "edits": self.directions.describe()}
+                             "encoder": self.encoder is not None, "edits": self.directions.describe()}
         return info
 
     def load_model(self, params: dict[str, Any], progress: ProgressFn) -> dict:
@@ -100,7 +101,7 @@ class Session:
         generator = self._ensure_model(progress)
         fit = invert_photo(generator, Path(_required(params, "image")), self._model_id(),
                            face_index=int(params.get("face_index", 0)), steps=_steps(params.get("steps", "fast")),
-                           spread=self.spread, progress=progress)
+                           spread=self.spread, progress=progress, encoder=self.encoder)
         self._remember(fit)
         return fit
 
@@ -112,6 +113,7 @@ class Session:
             generator.requires_grad_(False)
             self.directions = edit_directions(generator)
             self.spread = w_spread(generator)
+            self.encoder = load_encoder(folder, generator)
             self.generator, self.model_folder = generator, folder
             self.faces.clear()
         return self.generator

@@ -1,0 +1,260 @@
+"""Train the inversion encoder of a model folder on the generator's own samples (E3DGE's pseudo 2D-3D pairs).
+
+    python scripts/train_encoder.py                    # the bundled default model; resumable (runs/encoder/)
+
+1. Pairs: random z from the model's prior and random cameras over EG3D's pose range; each pair keeps the
+   direct (3D-branch) render at the neural resolution, its depth and mask, and the true w_plus. They are made
+   once and cached in the run folder.
+2. Training, per step: a batch of renders, photometrically augmented so the encoder transfers to photos
+   (backgrounds, lighting and white balance, blur, noise, JPEG, small alignment jitter), is encoded, and
+     - latent: w_plus error in units of the prior's spread (GOAE: codes in the canonical latent space);
+     - image: the predicted head re-rendered on random rays in the input view AND in a novel view, against
+       the sample's own clean renders (L1 colour), plus depth agreement with the sample's own 3D (E3DGE);
+     - prior: a hinge on the distance of each predicted code from w_avg beyond what the prior itself reaches,
+       and on the spread of the code across layers (the prior's w_plus is the same at every layer).
+3. The encoder is written beside the generator (encoder.json + encoder.safetensors) with its training record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference.cameras import camera_label, intrinsics_matrix, orbit_cam2world  # noqa: E402
+from inference.fileio import atomic_write  # noqa: E402
+from inference.invert import w_spread  # noqa: E402
+from inference.latent import sample_z  # noqa: E402
+from inference.model_io import DEFAULT_MODEL_DIR, load_model, save_encoder  # noqa: E402
+from inference.networks.encoder import EncoderConfig, LatentEncoder  # noqa: E402
+from inference.networks.triplane import TriPlaneGenerator  # noqa: E402
+from inference.render.rays import pixel_rays  # noqa: E402
+from inference.render.volume import render_rays  # noqa: E402
+
+YAW_RANGE, PITCH_RANGE = 0.7, 0.3   # radians, about EG3D's FFHQ pose spread
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (the encoder is saved there)")
+    p.add_argument("--run", type=Path, default=Path("runs/encoder"))
+    p.add_argument("--pairs", type=int, default=1536, help="pseudo pairs rendered once and cached")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--image-samples", type=int, default=2, help="samples per step re-rendered for image losses")
+    p.add_argument("--rays", type=int, default=512, help="rays per re-rendered sample and view")
+    p.add_argument("--image-every", type=int, default=2, help="image losses on every n-th step (they cost most)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this wall time")
+    return p.parse_args(argv)
+
+
+def random_cameras(count: int, rng: torch.Generator) -> torch.Tensor:
+    """(count, 25) EG3D labels of orbit cameras with uniform yaw and pitch."""
+    yaw = (torch.rand(count, generator=rng) * 2 - 1) * YAW_RANGE
+    pitch = (torch.rand(count, generator=rng) * 2 - 1) * PITCH_RANGE
+    k = intrinsics_matrix()
+    return torch.tensor(np.stack([camera_label(orbit_cam2world(float(a), float(b)), k)
+                                  for a, b in zip(yaw, pitch)]), dtype=torch.float32)
+
+
+@torch.no_grad()
+def make_pairs(generator: TriPlaneGenerator, count: int, seed: int, batch: int = 16) -> dict[str, torch.Tensor]:
+    """The pseudo 2D-3D pairs: true w_plus, camera, and the direct render (image, depth, mask)."""
+    rng = torch.Generator().manual_seed(seed)
+    z = sample_z(generator.config, count, seed)
+    cameras = random_cameras(count, rng)
+    pairs: dict[str, list[torch.Tensor]] = {"w_plus": [], "camera": [], "image": [], "depth": [], "mask": []}
+    started = time.perf_counter()
+    for start in range(0, count, batch):
+        c = cameras[start:start + batch]
+        ws = generator.mapping(z[start:start + batch], torch.zeros(len(c), generator.config.c_dim))
+        render = generator.render(generator.synthesize_planes(ws), ws, c, super_resolve=False)
+        for key, value in (("w_plus", ws), ("camera", c), ("image", render["image_raw"]),
+                           ("depth", render["image_depth"]), ("mask", render["image_mask"])):
+            pairs[key].append(value.half() if key in ("image", "depth", "mask") else value)
+        done = min(start + batch, count)
+        if done % (batch * 16) == 0 or done == count:
+            print(f"pairs {done}/{count} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return {key: torch.cat(values) for key, values in pairs.items()}
+
+
+def augment(images: torch.Tensor, masks: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """Make clean renders (N, 3, R, R) in [-1, 1] look more like aligned photos: what is not head gets a random
+    background (smooth colour fields and low-frequency texture, sometimes a dark or brown cap standing in for
+    hair), then lighting, white balance, blur, noise, JPEG and a small alignment jitter."""
+    n, _, res, _ = images.shape
+    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(*shape, generator=rng)
+
+    coarse = uniform(-1, 1, n, 3, 4, 4)
+    fine = uniform(-1, 1, n, 3, 16, 16) * uniform(0, 0.4, n, 1, 1, 1)
+    background = F.interpolate(coarse, size=res, mode="bicubic", align_corners=False) * uniform(0.2, 1, n, 1, 1, 1) \
+        + F.interpolate(fine, size=res, mode="bilinear", align_corners=False)
+    ys = torch.linspace(-1, 1, res).reshape(1, 1, res, 1)
+    xs = torch.linspace(-1, 1, res).reshape(1, 1, 1, res)
+    cap_centre, cap_size = uniform(-0.75, -0.45, n, 1, 1, 1), uniform(0.45, 0.7, n, 1, 1, 1)
+    cap = (((xs / cap_size) ** 2 + ((ys - cap_centre) / (0.6 * cap_size)) ** 2) < 1).float()
+    cap = cap * (torch.rand(n, 1, 1, 1, generator=rng) < 0.5)
+    cap_colour = uniform(-0.95, -0.2, n, 1, 1, 1) + uniform(0, 0.25, n, 3, 1, 1) * torch.tensor([1.0, 0.5, 0.2]
+                                                                                                ).reshape(1, 3, 1, 1)
+    alpha = masks.clamp(0, 1)
+    out = images * alpha + background * (1 - alpha)
+    out = out * (1 - cap * (1 - alpha) * 0.9) + cap_colour * cap * (1 - alpha) * 0.9
+    # Lighting and white balance, in [0, 1] space.
+    x = (out + 1) / 2
+    x = x * uniform(0.7, 1.3, n, 1, 1, 1) * uniform(0.9, 1.1, n, 3, 1, 1) + uniform(-0.1, 0.1, n, 1, 1, 1)
+    grey = x.mean(1, keepdim=True)
+    x = grey + (x - grey) * uniform(0.6, 1.4, n, 1, 1, 1)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = mean + (x - mean) * uniform(0.75, 1.25, n, 1, 1, 1)
+    # Blur (a 3x3 binomial kernel blended in), noise.
+    kernel = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (kernel[:, None] * kernel[None, :] / 16).expand(3, 1, 3, 3)
+    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+    x = torch.lerp(x, blurred, uniform(0, 1, n, 1, 1, 1))
+    x = x + torch.randn(x.shape, generator=rng) * uniform(0, 0.04, n, 1, 1, 1)
+    x = x.clamp(0, 1)
+    # JPEG for a third of them (Pillow's codec; cheap at this size).
+    for i in torch.nonzero(torch.rand(n, generator=rng) < 0.33).flatten().tolist():
+        buffer = io.BytesIO()
+        pixels = (x[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=int(uniform(30, 90, 1)))
+        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), dtype=np.float32) / 255
+        x[i] = torch.from_numpy(decoded).permute(2, 0, 1)
+    # Alignment jitter: the photo's landmarks never align it exactly.
+    angle = uniform(-0.05, 0.05, n)
+    scale = uniform(0.96, 1.04, n)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = scale * torch.cos(angle), -scale * torch.sin(angle)
+    theta[:, 1, 0], theta[:, 1, 1] = scale * torch.sin(angle), scale * torch.cos(angle)
+    theta[:, :, 2] = uniform(-0.04, 0.04, n, 2)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return x * 2 - 1
+
+
+def ray_losses(generator: TriPlaneGenerator, w_pred: torch.Tensor, w_true: torch.Tensor, camera: torch.Tensor,
+               rays: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
+    """Re-render predicted and true heads on the same random rays of the input camera and of a novel camera:
+    colour L1 in both views, depth L1 where the true head is solid (in units of 5 mm)."""
+    n = w_pred.shape[0]
+    res = generator.config.rendering.neural_rendering_resolution
+    planes_pred = generator.synthesize_planes(w_pred)
+    with torch.no_grad():
+        planes_true = generator.synthesize_planes(w_true)
+    losses = {}
+    for view, c in (("input", camera), ("novel", random_cameras(n, rng))):
+        origins, dirs = pixel_rays(c[:, :16].reshape(-1, 4, 4), c[:, 16:].reshape(-1, 3, 3), res)
+        pick = torch.randint(0, res * res, (n, rays), generator=rng)[..., None].expand(-1, -1, 3)
+        origins, dirs = origins.gather(1, pick), dirs.gather(1, pick)
+        with torch.no_grad():
+            truth = render_rays(lambda p: generator.sample_field(planes_true, p), origins, dirs,
+                                generator.config.rendering, deterministic=True)
+        pred = render_rays(lambda p: generator.sample_field(planes_pred, p), origins, dirs,
+                           generator.config.rendering, deterministic=True)
+        losses[f"{view}_colour"] = (pred["features"][..., :3] - truth["features"][..., :3]).abs().mean()
+        solid = truth["mask"] > 0.95
+        depth_mm = 0.1 / 42.7
+        losses[f"{view}_depth"] = ((pred["depth"] - truth["depth"]).abs()[solid] / (5 * depth_mm)).clamp(max=5).mean() \
+            if solid.any() else torch.zeros(())
+    return losses
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    generator = load_model(args.model, "cpu")
+    spread = w_spread(generator)
+    w_avg = generator.w_avg.detach()
+    args.run.mkdir(parents=True, exist_ok=True)
+    pairs_path = args.run / "pairs.pt"
+    if pairs_path.is_file():
+        pairs = torch.load(pairs_path, weights_only=True)
+    else:
+        pairs = make_pairs(generator, args.pairs, seed=args.seed + 10_000)
+        atomic_write(pairs_path, lambda tmp: torch.save(pairs, tmp))
+    # How far from w_avg the prior's own codes reach (per layer, in spread units): the hinge starts there.
+    with torch.no_grad():
+        prior_distance = (((pairs["w_plus"] - w_avg) / spread) ** 2).mean(-1).quantile(0.99)
+
+    encoder = LatentEncoder(EncoderConfig(num_ws=generator.num_ws, w_dim=generator.config.w_dim,
+                                          resolution=generator.config.rendering.neural_rendering_resolution))
+    encoder.w_avg.copy_(w_avg)
+    encoder.w_scale.copy_(spread)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=args.lr, betas=(0.9, 0.99))
+    rng = torch.Generator().manual_seed(args.seed)
+    step, elapsed = 0, 0.0
+    state_path = args.run / "state.pt"
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=True)
+        encoder.load_state_dict(state["encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.set_state(state["rng"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        print(f"resumed at step {step}")
+    log = (args.run / "log.jsonl").open("a")
+    started = time.perf_counter()
+
+    def save() -> None:
+        state = {"encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.get_state(),
+                 "step": step, "elapsed": elapsed + time.perf_counter() - started}
+        atomic_write(state_path, lambda tmp: torch.save(state, tmp))
+        save_encoder(encoder, args.model, generator.config.name, training={
+            "command": "python scripts/train_encoder.py " + " ".join(argv or sys.argv[1:]), "steps": step,
+            "pairs": len(pairs["w_plus"]), "batch": args.batch, "seed": args.seed,
+            "minutes": round(state["elapsed"] / 60, 1)})
+
+    count = len(pairs["w_plus"])
+    while step < args.steps:
+        if args.minutes is not None and time.perf_counter() - started > args.minutes * 60:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        index = torch.randint(0, count, (args.batch,), generator=rng)
+        images = augment(pairs["image"][index].float(), pairs["mask"][index].float(), rng)
+        w_true = pairs["w_plus"][index]
+        w_pred = encoder(images)
+        latent = (((w_pred - w_true) / spread) ** 2).mean()
+        distance = (((w_pred - w_avg) / spread) ** 2).mean(-1)
+        prior = F.relu(distance - prior_distance).mean() + (((w_pred - w_pred.mean(1, keepdim=True)) / spread) ** 2
+                                                             ).mean()
+        k = args.image_samples
+        images_losses = ray_losses(generator, w_pred[:k], w_true[:k], pairs["camera"][index[:k]], args.rays, rng) \
+            if step % args.image_every == 0 else {}
+        total = latent + 0.1 * prior + sum((v * (0.2 if "depth" in name else 1.0) for name, v in images_losses.items()),
+                                           torch.zeros(()))
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(encoder.parameters(), 10.0)
+        optimizer.step()
+        step += 1
+        record = {"step": step, "seconds": round(elapsed + time.perf_counter() - started, 1),
+                  "total": total.item(), "latent": latent.item(), "prior": prior.item(),
+                  **{name: v.item() for name, v in images_losses.items()}}
+        log.write(json.dumps(record) + "\n")
+        if step % 20 == 0 or step == 1:
+            log.flush()
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
+                  flush=True)
+        if step % 200 == 0:
+            save()
+    save()
+    print(f"saved the encoder (step {step}) to {args.model}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
