@@ -20,7 +20,7 @@ import torch
 from .align import Alignment, crop_photo, estimate_pose, mean_landmarks_3d, photo_camera
 from .cameras import camera_label, cam2world_to_blender, eg3d_to_blender_points, orbit_cam2world, BlenderCamera
 from .face import detect_faces, select_face
-from .invert import ProgressFn, face_mask, fit_w_plus
+from .invert import STEP_BUDGETS, Budget, ProgressFn, face_mask, fit_w_plus, tune_generator, use_weights
 from .mesh import Mesh, extract_mesh
 from .networks.encoder import LatentEncoder
 from .networks.triplane import TriPlaneGenerator
@@ -45,7 +45,9 @@ class FaceFit:
     photo_scale: float                   # decoded pixels per stored pixel (< 1 for huge photos)
     camera: np.ndarray                   # (25,) EG3D label of the crop's camera
     w_plus: torch.Tensor                 # (1, num_ws, w_dim)
+    tuned: dict[str, torch.Tensor] = field(default_factory=dict)   # PTI's tuned tensors, by parameter name
     fit_losses: list[float] = field(default_factory=list)
+    tune_losses: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -56,10 +58,11 @@ def face_id_for(photo: Path, face_index: int, model_id: str) -> str:
 
 
 def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, face_index: int = 0,
-                 steps: int = 40, spread: torch.Tensor | None = None, progress: ProgressFn | None = None,
-                 encoder: LatentEncoder | None = None) -> FaceFit:
+                 steps: int | Budget = STEP_BUDGETS["fast"], spread: torch.Tensor | None = None,
+                 progress: ProgressFn | None = None, encoder: LatentEncoder | None = None) -> FaceFit:
     """Decode, find the face, estimate the camera, encode the crop (when the model has an encoder: the pivot,
-    else w_avg), then refine w_plus against the photo for `steps` steps."""
+    else w_avg), then refine: `steps` of w_plus fitting (an int), or a Budget of fitting and PTI tuning."""
+    budget = steps if isinstance(steps, Budget) else Budget(int(steps), 0)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     report = progress or (lambda fraction, message: None)
@@ -85,22 +88,31 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, 
             pivot = encoder(target.to(device))
         seconds["encoder"] = time.perf_counter() - started
     started = time.perf_counter()
-    fit = fit_w_plus(generator, target.to(device), mask.to(device), torch.from_numpy(label)[None].to(device),
-                     steps=steps, spread=spread if spread is not None else torch.ones((), device=device),
-                     w_init=pivot, progress=lambda f, m: report(0.1 + 0.7 * f, m))
+    camera = torch.from_numpy(label)[None].to(device)
+    fit = fit_w_plus(generator, target.to(device), mask.to(device), camera, steps=budget.fit_steps,
+                     spread=spread if spread is not None else torch.ones((), device=device),
+                     w_init=pivot, progress=lambda f, m: report(0.1 + 0.5 * f, m))
     seconds["fit"] = time.perf_counter() - started
+    started = time.perf_counter()
+    tuned, tune_losses = tune_generator(generator, fit.w_plus, target.to(device), mask.to(device), camera,
+                                        steps=budget.tune_steps, progress=lambda f, m: report(0.6 + 0.3 * f, m))
+    seconds["tune"] = time.perf_counter() - started
     return FaceFit(face_id=face_id_for(photo_path, face_index, model_id), photo=Path(photo_path),
                    photo_size=photo.original_size, face_index=face_index, faces_found=len(faces),
                    landmarks_photo=face.landmarks / photo.scale, alignment=alignment, photo_scale=photo.scale,
-                   camera=label, w_plus=fit.w_plus, fit_losses=fit.losses, seconds=seconds)
+                   camera=label, w_plus=fit.w_plus, tuned=tuned, fit_losses=fit.losses, tune_losses=tune_losses,
+                   seconds=seconds)
 
 
 @torch.no_grad()
-def face_mesh(generator: TriPlaneGenerator, w_plus: torch.Tensor, resolution: int) -> Mesh:
-    planes = generator.synthesize_planes(w_plus)
+def face_mesh(generator: TriPlaneGenerator, w_plus: torch.Tensor, resolution: int,
+              tuned: dict[str, torch.Tensor] | None = None) -> Mesh:
+    """The face's mesh (EG3D world) from w_plus, through the face's tuned weights when it has them."""
     cfg = generator.config
-    return extract_mesh(generator, planes, resolution=resolution, level=cfg.surface_level,
-                        border_fraction=cfg.mesh_border_fraction)
+    with use_weights(generator, tuned):
+        planes = generator.synthesize_planes(w_plus)
+        return extract_mesh(generator, planes, resolution=resolution, level=cfg.surface_level,
+                            border_fraction=cfg.mesh_border_fraction)
 
 
 def pixel_directions(cam2world: np.ndarray, intrinsics: np.ndarray, pixels: np.ndarray,
@@ -183,6 +195,7 @@ def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit,
         "edits": edits,
         "edit_values": edit_values,
         "fit": {"steps": len(fit.fit_losses), "loss_first": fit.fit_losses[0] if fit.fit_losses else None,
-                "loss_last": fit.fit_losses[-1] if fit.fit_losses else None},
+                "loss_last": fit.fit_losses[-1] if fit.fit_losses else None, "tune_steps": len(fit.tune_losses),
+                "tune_loss_last": fit.tune_losses[-1] if fit.tune_losses else None},
         "seconds": {k: round(v, 3) for k, v in fit.seconds.items()},
     }

@@ -26,7 +26,7 @@ import torch
 from . import __version__
 from .editing import EditDirections, edit_directions
 from .errors import TriFaceError, UnknownFaceError
-from .invert import STEP_BUDGETS, ProgressFn, w_spread
+from .invert import STEP_BUDGETS, Budget, ProgressFn, w_spread
 from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_model, select_device
 from .pipeline import FaceFit, face_mesh, invert_photo, write_face_result
 from .wire import PROTOCOL_VERSION
@@ -132,7 +132,7 @@ class Session:
         generator = self.generator
         w_plus = self.directions.apply(fit.w_plus, edits) if edits else fit.w_plus
         progress(0.92, "extracting the mesh")
-        mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)))
+        mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)), fit.tuned)
         progress(0.98, "writing the result")
         return write_face_result(Path(_required(params, "job_dir")), generator, fit, mesh,
                                  self.directions.describe(), edits)
@@ -144,9 +144,10 @@ def _required(params: dict[str, Any], name: str) -> Any:
     return params[name]
 
 
-def _steps(value: Any) -> int:
+def _steps(value: Any) -> Budget:
+    """A named budget ("fast"), or a number of w_plus fitting steps without generator tuning."""
     if isinstance(value, str):
         if value not in STEP_BUDGETS:
             raise TriFaceError(f"unknown step budget {value!r}; use one of {', '.join(STEP_BUDGETS)} or a number")
         return STEP_BUDGETS[value]
-    return max(0, int(value))
+    return Budget(max(0, int(value)), 0)
