@@ -46,6 +46,17 @@ def photometric_loss(image: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     return l1 + SSIM_WEIGHT * structural
 
 
+def render_loss(generator: TriPlaneGenerator, w_plus: torch.Tensor, camera: torch.Tensor, target: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+    """Photometric loss of the direct (3D-branch) render of w_plus in `camera`, at the neural resolution;
+    target (1, 3, S, S) and mask (1, 1, S, S) are area-downsampled to it."""
+    res = generator.config.rendering.neural_rendering_resolution
+    planes = generator.synthesize_planes(w_plus)
+    image = generator.render(planes, w_plus, camera, super_resolve=False, deterministic=True)["image_raw"]
+    return photometric_loss(image, F.interpolate(target, size=(res, res), mode="area"),
+                            F.interpolate(mask, size=(res, res), mode="area"))
+
+
 @dataclass
 class FitResult:
     w_plus: torch.Tensor          # (1, num_ws, w_dim)
@@ -83,12 +94,9 @@ def fit_w_plus(generator: TriPlaneGenerator, target: torch.Tensor, mask: torch.T
     """Optimise w_plus so the neural render in `camera` matches `target` where `mask` is set.
 
     target (1, 3, S, S) in [-1, 1] and mask (1, 1, S, S) in the aligned crop; camera (1, 25) EG3D label.
-    The render is at the model's neural resolution (its direct, 3D-consistent image), so the target is
-    area-downsampled to it. The prior term is the squared distance to w_avg in units of `spread`.
+    The render is the model's direct, 3D-consistent image at its neural resolution (see `render_loss`). The
+    prior term is the squared distance to w_avg in units of `spread`.
     """
-    res = generator.config.rendering.neural_rendering_resolution
-    target = F.interpolate(target, size=(res, res), mode="area")
-    mask = F.interpolate(mask, size=(res, res), mode="area")
     w_avg = generator.w_avg.detach()[None, None]
     start = w_avg.expand(1, generator.num_ws, -1) if w_init is None else w_init
     w_plus = start.detach().clone().requires_grad_(True)
@@ -97,9 +105,7 @@ def fit_w_plus(generator: TriPlaneGenerator, target: torch.Tensor, mask: torch.T
     for step in range(steps):
         for group in optimizer.param_groups:   # cosine decay: big moves first, then settle
             group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
-        planes = generator.synthesize_planes(w_plus)
-        image = generator.render(planes, w_plus, camera, super_resolve=False, deterministic=True)["image_raw"]
-        photometric = photometric_loss(image, target, mask)
+        photometric = render_loss(generator, w_plus, camera, target, mask)
         prior = (((w_plus - w_avg) / spread) ** 2).mean()
         loss = photometric + prior_weight * prior
         optimizer.zero_grad(set_to_none=True)
@@ -144,9 +150,6 @@ def tune_generator(generator: TriPlaneGenerator, w_plus: torch.Tensor, target: t
     The generator itself is left as it was."""
     if steps <= 0:
         return {}, []
-    res = generator.config.rendering.neural_rendering_resolution
-    target = F.interpolate(target, size=(res, res), mode="area")
-    mask = F.interpolate(mask, size=(res, res), mode="area")
     names = tuned_parameter_names(generator)
     parameters = dict(generator.named_parameters())
     tuned = {name: parameters[name].detach().clone() for name in names}
@@ -158,9 +161,7 @@ def tune_generator(generator: TriPlaneGenerator, w_plus: torch.Tensor, target: t
         optimizer = torch.optim.Adam(trainable, lr=lr)
         try:
             for step in range(steps):
-                planes = generator.synthesize_planes(w_plus)
-                image = generator.render(planes, w_plus, camera, super_resolve=False)["image_raw"]
-                loss = photometric_loss(image, target, mask)
+                loss = render_loss(generator, w_plus, camera, target, mask)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
