@@ -58,7 +58,7 @@ def detect_faces(pixels: np.ndarray) -> list[FaceDetection]:
     for rect, score in zip(rects, scores):
         # dlib's box holds the pixels left..right inclusive; its edges are left and right + 1.
         box = tuple(float(v) / shrink for v in (rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1))
-        faces.append(FaceDetection(box=box, landmarks=_landmarks(pixels, box), score=float(score)))
+        faces.append(FaceDetection(box=box, landmarks=landmarks_in_box(pixels, box), score=float(score)))
     return sorted(faces, key=lambda face: face.area, reverse=True)
 
 
@@ -75,7 +75,7 @@ def select_face(faces: list[FaceDetection], index: int = 0, photo_name: str = ""
     return faces[index]
 
 
-def _landmarks(pixels: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+def landmarks_in_box(pixels: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     """The 68 landmarks (68, 2) of the face in `box` (pixel edges), predicted on the full-size photo."""
     x0, y0, x1, y1 = box
     rect = dlib.rectangle(round(x0), round(y0), round(x1) - 1, round(y1) - 1)
@@ -90,10 +90,10 @@ def _detector():
 
 @functools.cache
 def _shape_predictor():
-    return dlib.shape_predictor(str(_model_path(SHAPE_PREDICTOR_FILE)))
+    return dlib.shape_predictor(str(model_file(SHAPE_PREDICTOR_FILE)))
 
 
-def _model_path(name: str) -> Path:
+def model_file(name: str) -> Path:
     # face_recognition_models' __init__ imports pkg_resources, which recent setuptools no longer ships,
     # so find its data folder without importing it.
     spec = importlib.util.find_spec("face_recognition_models")
