@@ -97,7 +97,10 @@ ENCODER_WEIGHTS_NAME = "encoder.safetensors"
 def save_encoder(encoder: LatentEncoder, folder: Path, generator_name: str, training: dict | None = None) -> None:
     """Write the inversion encoder beside the generator it was trained for (weights first, then its config)."""
     folder = Path(folder)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    # Weights in half precision (half the size, no measurable change in its codes); w_avg and w_scale stay exact.
+    weights = {name for name, _ in encoder.named_parameters()}
+    tensors = {k: (v.half() if k in weights else v).detach().cpu().contiguous()
+               for k, v in encoder.state_dict().items()}
     atomic_write(folder / ENCODER_WEIGHTS_NAME, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
     description = {"format": "triface-encoder", "version": 1, "generator": generator_name,
                    "encoder": encoder.config.to_dict(), "training": training or {}}

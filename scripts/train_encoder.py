@@ -7,7 +7,9 @@
    once and cached in the run folder.
 2. Training, per step: a batch of renders, photometrically augmented so the encoder transfers to photos
    (backgrounds, lighting and white balance, blur, noise, JPEG, small alignment jitter), is encoded, and
-     - latent: w_plus error in units of the prior's spread (GOAE: codes in the canonical latent space);
+     - latent: w_plus error in units of the prior's spread (GOAE: codes in the canonical latent space), with
+       a small weight: a linear probe from the default model's clean renders explains only ~4 % of w's
+       spread, so most of it is invisible and the image terms must lead;
      - image: the predicted head re-rendered on random rays in the input view AND in a novel view, against
        the sample's own clean renders (L1 colour), plus depth agreement with the sample's own 3D (E3DGE);
      - prior: a hinge on the distance of each predicted code from w_avg beyond what the prior itself reaches,
@@ -41,6 +43,7 @@ from inference.networks.encoder import EncoderConfig, LatentEncoder  # noqa: E40
 from inference.networks.triplane import TriPlaneGenerator  # noqa: E402
 from inference.render.rays import pixel_rays  # noqa: E402
 from inference.render.volume import render_rays  # noqa: E402
+from inference.synthetic.groundtruth import MM  # noqa: E402
 
 YAW_RANGE, PITCH_RANGE = 0.7, 0.3   # radians, about EG3D's FFHQ pose spread
 
@@ -49,15 +52,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (the encoder is saved there)")
     p.add_argument("--run", type=Path, default=Path("runs/encoder"))
-    p.add_argument("--pairs", type=int, default=1536, help="pseudo pairs rendered once and cached")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--pairs", type=int, default=768, help="pseudo pairs rendered once and cached")
+    p.add_argument("--steps", type=int, default=700)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--image-samples", type=int, default=2, help="samples per step re-rendered for image losses")
-    p.add_argument("--rays", type=int, default=512, help="rays per re-rendered sample and view")
-    p.add_argument("--image-every", type=int, default=2, help="image losses on every n-th step (they cost most)")
+    p.add_argument("--image-samples", type=int, default=4, help="samples per step re-rendered for image losses")
+    p.add_argument("--rays", type=int, default=384, help="rays per re-rendered sample and view")
+    p.add_argument("--image-every", type=int, default=1, help="image losses on every n-th step (they cost most)")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--latent-weight", type=float, default=0.05,
+                   help="most of w's spread does not show in an image, so the latent term only steers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this wall time")
+    p.add_argument("--validate-only", action="store_true",
+                   help="only measure the model folder's encoder against w_avg on held-out pairs")
     return p.parse_args(argv)
 
 
@@ -115,11 +122,12 @@ def augment(images: torch.Tensor, masks: torch.Tensor, rng: torch.Generator) -> 
     out = out * (1 - cap * (1 - alpha) * 0.9) + cap_colour * cap * (1 - alpha) * 0.9
     # Lighting and white balance, in [0, 1] space.
     x = (out + 1) / 2
-    x = x * uniform(0.7, 1.3, n, 1, 1, 1) * uniform(0.9, 1.1, n, 3, 1, 1) + uniform(-0.1, 0.1, n, 1, 1, 1)
+    # Mild: skin tone is part of what the code must carry.
+    x = x * uniform(0.85, 1.15, n, 1, 1, 1) * uniform(0.95, 1.05, n, 3, 1, 1) + uniform(-0.05, 0.05, n, 1, 1, 1)
     grey = x.mean(1, keepdim=True)
-    x = grey + (x - grey) * uniform(0.6, 1.4, n, 1, 1, 1)
+    x = grey + (x - grey) * uniform(0.8, 1.2, n, 1, 1, 1)
     mean = x.mean((1, 2, 3), keepdim=True)
-    x = mean + (x - mean) * uniform(0.75, 1.25, n, 1, 1, 1)
+    x = mean + (x - mean) * uniform(0.85, 1.15, n, 1, 1, 1)
     # Blur (a 3x3 binomial kernel blended in), noise.
     kernel = torch.tensor([1.0, 2.0, 1.0])
     kernel = (kernel[:, None] * kernel[None, :] / 16).expand(3, 1, 3, 3)
@@ -167,14 +175,50 @@ def ray_losses(generator: TriPlaneGenerator, w_pred: torch.Tensor, w_true: torch
                            generator.config.rendering, deterministic=True)
         losses[f"{view}_colour"] = (pred["features"][..., :3] - truth["features"][..., :3]).abs().mean()
         solid = truth["mask"] > 0.95
-        depth_mm = 0.1 / 42.7
-        losses[f"{view}_depth"] = ((pred["depth"] - truth["depth"]).abs()[solid] / (5 * depth_mm)).clamp(max=5).mean() \
+        losses[f"{view}_depth"] = ((pred["depth"] - truth["depth"]).abs()[solid] / (5 * MM)).clamp(max=5).mean() \
             if solid.any() else torch.zeros(())
     return losses
 
 
+@torch.no_grad()
+def validate(generator: TriPlaneGenerator, encoder: LatentEncoder, count: int = 24, seed: int = 20_000) -> dict:
+    """Held-out pairs (a seed training never draws): the encoder's code against w_avg, re-rendered in the
+    input view and 30 degrees away: colour PSNR of the direct renders and median depth error (mm) where the
+    true head is solid. Inputs are augmented like training inputs (with their own seed)."""
+    pairs = make_pairs(generator, count, seed=seed)
+    images = augment(pairs["image"].float(), pairs["mask"].float(), torch.Generator().manual_seed(seed))
+    w_avg = generator.w_avg[None, None].expand(count, generator.num_ws, -1)
+    novel = torch.stack([torch.tensor(camera_label(orbit_cam2world(0.52, 0.0), intrinsics_matrix()),
+                                      dtype=torch.float32)] * count)
+    figures: dict[str, list[float]] = {}
+    for i in range(count):
+        truth_novel = generator.render(generator.synthesize_planes(pairs["w_plus"][i:i + 1]), pairs["w_plus"][i:i + 1],
+                                       novel[i:i + 1], super_resolve=False)
+        for name, w in (("encoder", encoder(images[i:i + 1])), ("w_avg", w_avg[i:i + 1])):
+            planes = generator.synthesize_planes(w)
+            for view, c, truth in (("input", pairs["camera"][i:i + 1], None), ("novel", novel[i:i + 1], truth_novel)):
+                render = generator.render(planes, w, c, super_resolve=False)
+                true_image = pairs["image"][i:i + 1].float() if truth is None else truth["image_raw"]
+                true_depth = pairs["depth"][i:i + 1].float() if truth is None else truth["image_depth"]
+                true_mask = pairs["mask"][i:i + 1].float() if truth is None else truth["image_mask"]
+                mse = (((render["image_raw"] - true_image) / 2) ** 2).mean().clamp_min(1e-10)
+                figures.setdefault(f"{name}_{view}_psnr", []).append(float(-10 * torch.log10(mse)))
+                solid = true_mask > 0.95
+                depth = (render["image_depth"] - true_depth).abs()[solid].median() / MM
+                figures.setdefault(f"{name}_{view}_depth_mm", []).append(float(depth))
+    return {key: round(float(np.median(values)), 3) for key, values in figures.items()} | {"pairs": count}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.validate_only:
+        from inference.model_io import load_encoder
+        generator = load_model(args.model, "cpu")
+        encoder = load_encoder(args.model, generator)
+        if encoder is None:
+            raise SystemExit(f"{args.model} has no encoder")
+        print(json.dumps(validate(generator, encoder), indent=2))
+        return 0
     torch.manual_seed(args.seed)
     generator = load_model(args.model, "cpu")
     spread = w_spread(generator)
@@ -234,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         k = args.image_samples
         images_losses = ray_losses(generator, w_pred[:k], w_true[:k], pairs["camera"][index[:k]], args.rays, rng) \
             if step % args.image_every == 0 else {}
-        total = latent + 0.1 * prior + sum((v * (0.2 if "depth" in name else 1.0) for name, v in images_losses.items()),
+        total = args.latent_weight * latent + 0.1 * prior + sum((v * (0.2 if "depth" in name else 1.0) for name, v in images_losses.items()),
                                            torch.zeros(()))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
