@@ -24,8 +24,8 @@ class TRIFACE_PT_face(bpy.types.Panel):
             settings = head.triface
             box = layout.box()
             photo = bpy.data.images.get(bpy.path.basename(settings.photo))
-            if photo is not None and photo.preview is not None:
-                box.template_icon(icon_value=photo.preview.icon_id, scale=6.0)
+            if photo is not None:
+                box.template_icon(icon_value=photo.preview_ensure().icon_id, scale=6.0)
             box.label(text=bpy.path.basename(settings.photo), icon="FILE_IMAGE")
             if settings.status:
                 box.label(text=settings.status)
