@@ -52,6 +52,7 @@ from .face import detect_faces, landmarks_in_box, model_file
 from .fileio import atomic_write, atomic_write_text
 from .invert import STEP_BUDGETS, Budget, face_mask, use_weights, w_spread
 from .latent import sample_z
+from .model_landmarks import load_landmark_regressor
 from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_model
 from .networks.triplane import TriPlaneGenerator
 from .photo import load_photo
@@ -365,6 +366,7 @@ def evaluate(images: Path | None, synthetic: int, model_dir: Path, steps: str, r
     budget = step_budget(steps)
     generator = load_model(model_dir, device)
     encoder = load_encoder(model_dir, generator)
+    landmark_regressor = load_landmark_regressor(model_dir, generator)
     spread = w_spread(generator)
     baseline = baseline_samples(generator, baseline_count)
     model_id = generator.config.name
@@ -377,7 +379,8 @@ def evaluate(images: Path | None, synthetic: int, model_dir: Path, steps: str, r
         record: dict[str, Any] = {"kind": kind, "name": name, "error": None, "figures": None, "seconds": None}
         try:
             path = make_photo()
-            fit = invert_photo(generator, path, model_id, steps=budget, spread=spread, encoder=encoder)
+            fit = invert_photo(generator, path, model_id, steps=budget, spread=spread, encoder=encoder,
+                               landmark_regressor=landmark_regressor)
             evaluation = evaluate_fit(generator, fit, load_photo(path).pixels, resolution, baseline)
             figures = evaluation.figures
             seconds = {**fit.seconds, **evaluation.seconds}

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim
 from skimage.draw import polygon as fill_polygon
 
+from .model_landmarks import LandmarkTarget
 from .networks.triplane import TriPlaneGenerator
 
 ProgressFn = Callable[[float, str], None]
@@ -36,6 +37,7 @@ class Budget:
 # Named budgets the user picks from ("fast" must stay under ~20 s on a 2-core CPU with the default model).
 STEP_BUDGETS = {"preview": Budget(0, 0), "fast": Budget(12, 8), "best": Budget(150, 100)}
 SSIM_WEIGHT = 0.5
+LANDMARK_WEIGHT = 1.0   # on the landmark error as a fraction of the inter-ocular distance
 
 
 def photometric_loss(image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -90,12 +92,14 @@ def w_spread(generator: TriPlaneGenerator, samples: int = 256, seed: int = 11) -
 
 def fit_w_plus(generator: TriPlaneGenerator, target: torch.Tensor, mask: torch.Tensor, camera: torch.Tensor,
                steps: int, spread: torch.Tensor, w_init: torch.Tensor | None = None, lr: float = 0.05,
-               prior_weight: float = 0.02, progress: ProgressFn | None = None) -> FitResult:
+               prior_weight: float = 0.02, landmarks: LandmarkTarget | None = None,
+               landmark_weight: float = LANDMARK_WEIGHT, progress: ProgressFn | None = None) -> FitResult:
     """Optimise w_plus so the neural render in `camera` matches `target` where `mask` is set.
 
     target (1, 3, S, S) in [-1, 1] and mask (1, 1, S, S) in the aligned crop; camera (1, 25) EG3D label.
     The render is the model's direct, 3D-consistent image at its neural resolution (see `render_loss`). The
-    prior term is the squared distance to w_avg in units of `spread`.
+    prior term is the squared distance to w_avg in units of `spread`; with `landmarks`, the model's landmarks
+    projected by `camera` are also pulled onto the photo's.
     """
     w_avg = generator.w_avg.detach()[None, None]
     start = w_avg.expand(1, generator.num_ws, -1) if w_init is None else w_init
@@ -108,6 +112,8 @@ def fit_w_plus(generator: TriPlaneGenerator, target: torch.Tensor, mask: torch.T
         photometric = render_loss(generator, w_plus, camera, target, mask)
         prior = (((w_plus - w_avg) / spread) ** 2).mean()
         loss = photometric + prior_weight * prior
+        if landmarks is not None:
+            loss = loss + landmark_weight * landmarks.loss(w_plus, camera)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -22,6 +22,7 @@ from .cameras import camera_label, cam2world_to_blender, eg3d_to_blender_points,
 from .face import detect_faces, select_face
 from .invert import STEP_BUDGETS, Budget, ProgressFn, face_mask, fit_w_plus, tune_generator, use_weights
 from .mesh import Mesh, extract_mesh
+from .model_landmarks import LandmarkRegressor, LandmarkTarget
 from .networks.encoder import LatentEncoder
 from .networks.triplane import TriPlaneGenerator
 from .photo import load_photo
@@ -59,7 +60,8 @@ def face_id_for(photo: Path, face_index: int, model_id: str) -> str:
 
 def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, face_index: int = 0,
                  steps: int | Budget = STEP_BUDGETS["fast"], spread: torch.Tensor | None = None,
-                 progress: ProgressFn | None = None, encoder: LatentEncoder | None = None) -> FaceFit:
+                 progress: ProgressFn | None = None, encoder: LatentEncoder | None = None,
+                 landmark_regressor: LandmarkRegressor | None = None) -> FaceFit:
     """Decode, find the face, estimate the camera, encode the crop (when the model has an encoder: the pivot,
     else w_avg), then refine: `steps` of w_plus fitting (an int), or a Budget of fitting and PTI tuning."""
     budget = steps if isinstance(steps, Budget) else Budget(int(steps), 0)
@@ -91,7 +93,10 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, 
     camera = torch.from_numpy(label)[None].to(device)
     fit = fit_w_plus(generator, target.to(device), mask.to(device), camera, steps=budget.fit_steps,
                      spread=spread if spread is not None else torch.ones((), device=device),
-                     w_init=pivot, progress=lambda f, m: report(0.1 + 0.5 * f, m))
+                     w_init=pivot, progress=lambda f, m: report(0.1 + 0.5 * f, m),
+                     landmarks=None if landmark_regressor is None else LandmarkTarget(
+                         landmark_regressor, torch.tensor(alignment.landmarks_crop, dtype=torch.float32,
+                                                          device=device)[None], crop_size))
     seconds["fit"] = time.perf_counter() - started
     started = time.perf_counter()
     tuned, tune_losses = tune_generator(generator, fit.w_plus, target.to(device), mask.to(device), camera,

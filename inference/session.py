@@ -28,6 +28,7 @@ from .editing import EditDirections, edit_directions
 from .errors import TriFaceError, UnknownFaceError
 from .invert import STEP_BUDGETS, Budget, ProgressFn, w_spread
 from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_model, select_device
+from .model_landmarks import load_landmark_regressor
 from .pipeline import FaceFit, face_mesh, invert_photo, write_face_result
 from .wire import PROTOCOL_VERSION
 
@@ -43,6 +44,7 @@ class Session:
         self.directions = EditDirections((), {})
         self.spread: torch.Tensor | None = None
         self.encoder = None
+        self.landmark_regressor = None
         self.faces: OrderedDict[str, FaceFit] = OrderedDict()
 
     # -- ops ---------------------------------------------------------------------------------------------
@@ -101,7 +103,8 @@ class Session:
         generator = self._ensure_model(progress)
         fit = invert_photo(generator, Path(_required(params, "image")), self._model_id(),
                            face_index=int(params.get("face_index", 0)), steps=_steps(params.get("steps", "fast")),
-                           spread=self.spread, progress=progress, encoder=self.encoder)
+                           spread=self.spread, progress=progress, encoder=self.encoder,
+                           landmark_regressor=self.landmark_regressor)
         self._remember(fit)
         return fit
 
@@ -114,6 +117,7 @@ class Session:
             self.directions = edit_directions(generator)
             self.spread = w_spread(generator)
             self.encoder = load_encoder(folder, generator)
+            self.landmark_regressor = load_landmark_regressor(folder, generator)
             self.generator, self.model_folder = generator, folder
             self.faces.clear()
         return self.generator
