@@ -277,7 +277,7 @@ class TRIFACE_OT_setup_engine(bpy.types.Operator):
                                    "to an interpreter that already has torch installed")
             return {"CANCELLED"}
         venv = runtime.managed_venv()
-        python = runtime.default_python_for_venv(venv)
+        python = runtime.managed_python()
         torch_args = ["--index-url", "https://download.pytorch.org/whl/cpu"] if self.torch_index == "CPU" else []
         steps = [[sys.executable, "-m", "venv", str(venv)],
                  [str(python), "-m", "pip", "install", self.torch_requirement, *torch_args],

@@ -38,11 +38,16 @@ def managed_venv() -> Path:
     return user_dir() / "engine-venv"
 
 
+def managed_python() -> Path:
+    """The interpreter of the environment 'Set up Engine' creates."""
+    return default_python_for_venv(managed_venv())
+
+
 def engine_python() -> str:
     chosen = preferences().engine_python
     if chosen:
         return bpy.path.abspath(chosen)
-    return str(default_python_for_venv(managed_venv()))
+    return str(managed_python())
 
 
 def engine_model() -> str:
