@@ -53,7 +53,7 @@ def generate(args: argparse.Namespace) -> None:
     summary: dict = {"model": str(args.model), "seed": args.seed, "truncation": args.truncation, "files": []}
     for name, yaw in (("front", 0.0), ("left", 0.5), ("right", -0.5)):
         c = torch.as_tensor(camera_label(orbit_cam2world(yaw, 0.0), intrinsics_matrix()), device=device)[None]
-        render = generator.render(planes, ws, c)
+        render = generator.render_2d(ws, c)
         image = render.get("image", render["image_raw"])
         # The direct volume render at full size is the strictly 3D-consistent view (what meshes and bakes
         # agree with); the super-resolved image may re-paint details per view.

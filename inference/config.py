@@ -82,6 +82,11 @@ class GeneratorConfig:
     # seeing the others pooled along the axis it lacks. 0 for EG3D checkpoints.
     aware3d_layers: int = 0
     aware3d_kernel: int = 3
+    # Mimic3D's high-resolution tri-plane branch: the (refined) tri-planes upsampled to this resolution by
+    # 3D-aware convolutions trained to imitate the 2D branch; what is rendered, meshed and baked then comes
+    # from these. 0 (EG3D checkpoints, default model version 2): off.
+    hires_triplane_resolution: int = 0
+    hires_layers: int = 2
     decoder_hidden: int = 64
     decoder_output_dim: int = 32
     decoder_lr_multiplier: float = 1.0
@@ -134,6 +139,13 @@ class GeneratorConfig:
                 raise ModelConfigError(
                     "3D-aware convolutions need three planes that each lack a different axis; "
                     f"plane_axes {self.plane_axes} does not (use ORTHOGONAL_PLANE_AXES)")
+        hires = self.hires_triplane_resolution
+        if hires and (hires <= res or hires % res or (hires // res) & (hires // res - 1)):
+            raise ModelConfigError(f"hires_triplane_resolution must be 0 or the tri-plane resolution ({res}) times "
+                                   f"a power of two, got {hires}")
+        if hires and not self.aware3d_layers:
+            raise ModelConfigError("the high-resolution tri-plane branch uses 3D-aware convolutions: set "
+                                   "aware3d_layers (and ORTHOGONAL_PLANE_AXES)")
         if self.superresolution is not None:
             if self.superresolution not in SUPERRESOLUTION_MODULES:
                 raise ModelConfigError(f"unknown superresolution module {self.superresolution!r}; "

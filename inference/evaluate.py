@@ -9,7 +9,9 @@ camera and in two novel views (same orbit pitch, yaw -30 and +30 degrees). Figur
   +30-degree view, and (a baseline the others should beat) the mean over random model samples (8 unless
   `--baseline-samples` says otherwise) rendered in the same camera at the same size;
 - landmarks: dlib's 68 landmarks found on the input-view render against the photo's, in pixels and as a
-  fraction of the inter-ocular distance;
+  fraction of the inter-ocular distance; and, when the model has a landmark regressor, the geometry's own
+  68 landmarks (regressed from w_plus) projected through the fitted camera, likewise (texture painted from
+  the photo by the local-detail branch helps the first figure, never the second);
 - plausible head: mask coverage of the novel views, and the 128^3 mesh's vertex and open boundary-edge counts.
 Synthetic items (`--synthetic N`) are held-out ICT heads rasterised at random orbit cameras and saved as PNGs,
 so they too pass through detection and alignment; they add the median depth error in the input view (mm, on
@@ -52,10 +54,12 @@ from .face import detect_faces, landmarks_in_box, model_file
 from .fileio import atomic_write, atomic_write_text
 from .invert import STEP_BUDGETS, Budget, face_mask, use_weights, w_spread
 from .latent import sample_z
-from .model_landmarks import load_landmark_regressor
-from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_model
+from .model_landmarks import LandmarkRegressor, load_landmark_regressor
+from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model
 from .networks.triplane import TriPlaneGenerator
 from .photo import load_photo
+from .networks.local_detail import LocalDetail
+from .render.rays import project_pixels
 from .pipeline import FaceFit, face_mesh, invert_photo
 from .synthetic.groundtruth import MM, build_heads, orbit_cameras, render_heads
 from .synthetic.heads import HeadParams, sample_params
@@ -211,21 +215,21 @@ def baseline_samples(generator: TriPlaneGenerator, count: int = BASELINE_SAMPLES
 
 @torch.no_grad()
 def render_views(generator: TriPlaneGenerator, planes: torch.Tensor, w_plus: torch.Tensor, cameras: torch.Tensor,
-                 resolution: int) -> dict[str, torch.Tensor]:
+                 resolution: int, detail: LocalDetail | None = None) -> dict[str, torch.Tensor]:
     """Direct 3D-branch renders of planes (1 or N, 3, C, R, R) and w_plus (1 or N, num_ws, w_dim) from camera
     labels (N, 25): 'image_raw' (N, 3, r, r), 'image_depth' and 'image_mask' (N, 1, r, r).
 
     One view at a time: a batch is no faster on a CPU and holds every view's ray samples in memory at once.
     """
     views = [generator.render(planes[min(i, len(planes) - 1)][None], w_plus[min(i, len(w_plus) - 1)][None],
-                              cameras[i:i + 1], resolution=resolution, super_resolve=False)
+                              cameras[i:i + 1], resolution=resolution, super_resolve=False, detail=detail)
              for i in range(len(cameras))]
     return {key: torch.cat([view[key] for view in views]) for key in ("image_raw", "image_depth", "image_mask")}
 
 
 @torch.no_grad()
 def evaluate_fit(generator: TriPlaneGenerator, fit: FaceFit, photo_pixels: np.ndarray, resolution: int,
-                 baseline: Baseline) -> Evaluation:
+                 baseline: Baseline, landmark_regressor: LandmarkRegressor | None = None) -> Evaluation:
     """Render `fit` in its crop camera and the two novel views and measure it against the photo
     (`photo_pixels` (H, W, 3) uint8, the decoded photo its alignment refers to)."""
     seconds: dict[str, float] = {}
@@ -240,12 +244,12 @@ def evaluate_fit(generator: TriPlaneGenerator, fit: FaceFit, photo_pixels: np.nd
     cameras = torch.from_numpy(np.stack([fit.camera, *novel])).to(device)
     with use_weights(generator, fit.tuned):
         planes = generator.synthesize_planes(fit.w_plus)
-        views = render_views(generator, planes, fit.w_plus, cameras, resolution)
+        views = render_views(generator, planes, fit.w_plus, cameras, resolution, fit.detail)
     seconds["render"] = time.perf_counter() - started
 
     started = time.perf_counter()
     try:
-        mesh = face_mesh(generator, fit.w_plus, MESH_RESOLUTION, fit.tuned)
+        mesh = face_mesh(generator, fit.w_plus, MESH_RESOLUTION, fit.tuned, fit.detail)
         mesh_figures = {"mesh_vertices": len(mesh.vertices),
                         "mesh_boundary_edges": boundary_edge_count(mesh.faces)}
     except NoSurfaceError:
@@ -284,6 +288,12 @@ def evaluate_fit(generator: TriPlaneGenerator, fit: FaceFit, photo_pixels: np.nd
         "pitch_deg": math.degrees(alignment.pitch),
         "pose_residual_px": alignment.residual_px,
     }
+    if landmark_regressor is not None:
+        # The geometry's own landmarks (the model's regressor from w_plus) projected through the fitted camera:
+        # unlike dlib on the render, this cannot be satisfied by texture painted from the photo.
+        model_pixels = project_pixels(landmark_regressor(fit.w_plus), cameras[:1], resolution)[0].cpu().numpy()
+        model_error = float(np.linalg.norm(model_pixels - landmarks, axis=1).mean())
+        figures.update(model_landmark_error_px=model_error, model_landmark_error_iod=model_error / inter_ocular(landmarks))
     seconds["metrics"] = time.perf_counter() - started
     depth = views["image_depth"][0, 0].cpu().numpy()
     input_mask = views["image_mask"][0, 0].cpu().numpy()
@@ -367,6 +377,7 @@ def evaluate(images: Path | None, synthetic: int, model_dir: Path, steps: str, r
     generator = load_model(model_dir, device)
     encoder = load_encoder(model_dir, generator)
     landmark_regressor = load_landmark_regressor(model_dir, generator)
+    local_detail = load_local_detail(model_dir, generator)
     spread = w_spread(generator)
     baseline = baseline_samples(generator, baseline_count)
     model_id = generator.config.name
@@ -380,8 +391,9 @@ def evaluate(images: Path | None, synthetic: int, model_dir: Path, steps: str, r
         try:
             path = make_photo()
             fit = invert_photo(generator, path, model_id, steps=budget, spread=spread, encoder=encoder,
-                               landmark_regressor=landmark_regressor)
-            evaluation = evaluate_fit(generator, fit, load_photo(path).pixels, resolution, baseline)
+                               landmark_regressor=landmark_regressor, local_detail=local_detail)
+            evaluation = evaluate_fit(generator, fit, load_photo(path).pixels, resolution, baseline,
+                                      landmark_regressor)
             figures = evaluation.figures
             seconds = {**fit.seconds, **evaluation.seconds}
             if truth is not None:

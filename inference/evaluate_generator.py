@@ -127,7 +127,9 @@ def evaluate(model_dir: Path, count: int, grid: int, direct_count: int | None = 
             c2w, k = orbit_cameras(torch.full((batch,), yaw), torch.zeros(batch))
             c = camera_labels(c2w, k)
             t = time.perf_counter()
-            neural = generator.render(planes, ws, c)
+            neural = generator.render(planes, ws, c, super_resolve=not cfg.hires_triplane_resolution)
+            if cfg.hires_triplane_resolution:   # the 2D branch reads the base tri-planes it was trained on
+                neural["image"] = generator.render_2d(ws, c)["image"]
             timings["render"] += time.perf_counter() - t
             direct = (generator.render(planes, ws, c, resolution=cfg.img_resolution, super_resolve=False)
                       if with_direct else None)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .cameras import eg3d_to_blender_points
 from .errors import NoSurfaceError
+from .networks.local_detail import LocalDetail
 from .networks.triplane import TriPlaneGenerator
 
 # EG3D's recipe: the outermost 30 voxels of a 256 grid hold plane-edge artefacts and are cleared.
@@ -98,12 +99,13 @@ def _x_slice(hidden: torch.Tensor, start: int, stop: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_colors(generator: TriPlaneGenerator, planes: torch.Tensor, points: np.ndarray,
-                  chunk: int = 2**18) -> np.ndarray:
-    """Decoder colour (first three feature channels) at world points (V, 3) -> (V, 3) float32 in [0, 1]."""
+                  chunk: int = 2**18, detail: LocalDetail | None = None) -> np.ndarray:
+    """Decoder colour (first three feature channels) at world points (V, 3) -> (V, 3) float32 in [0, 1]
+    (through a face's local `detail` when given)."""
     colors = []
     for i in range(0, len(points), chunk):
         pts = torch.as_tensor(points[i:i + chunk], dtype=planes.dtype, device=planes.device)[None]
-        colors.append(generator.sample_field(planes[:1], pts)["rgb"][0, :, :3].clamp(0, 1).cpu().numpy())
+        colors.append(generator.sample_field(planes[:1], pts, detail)["rgb"][0, :, :3].clamp(0, 1).cpu().numpy())
     return np.concatenate(colors) if colors else np.zeros((0, 3), np.float32)
 
 
@@ -154,7 +156,7 @@ def largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarr
 
 def extract_mesh(generator: TriPlaneGenerator, planes: torch.Tensor, resolution: int = 256,
                  level: float = EG3D_SURFACE_LEVEL, border_fraction: float = EG3D_BORDER_FRACTION,
-                 keep_largest: bool = True, with_colors: bool = True) -> Mesh:
+                 keep_largest: bool = True, with_colors: bool = True, detail: LocalDetail | None = None) -> Mesh:
     """planes (1, 3, C, R, R) -> the iso-surface of raw density at `level`, with per-vertex colour."""
     volume = density_grid(generator, planes, resolution)
     check_level(volume, level)
@@ -169,5 +171,5 @@ def extract_mesh(generator: TriPlaneGenerator, planes: torch.Tensor, resolution:
     vertices, faces = marching_cubes(volume, level, generator.config.rendering.box_warp)
     if keep_largest:
         vertices, faces = largest_component(vertices, faces)
-    colors = sample_colors(generator, planes, vertices) if with_colors else None
+    colors = sample_colors(generator, planes, vertices, detail=detail) if with_colors else None
     return Mesh(vertices=vertices, faces=faces, colors=colors)

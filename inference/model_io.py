@@ -1,5 +1,6 @@
-"""Model folders: `config.json` + `model.safetensors` (the generator), optionally `encoder.json` +
-`encoder.safetensors` (its inversion encoder). The engine loads nothing else (no pickles).
+"""Model folders: `config.json` + `model.safetensors` (the generator), optionally networks trained for it
+beside it: `encoder.json` + `encoder.safetensors` (the inversion encoder) and `local_detail.json` +
+`local_detail.safetensors` (the inversion's local-detail branch). The engine loads nothing else (no pickles).
 
 Every way a folder can be wrong (missing, truncated, foreign file, another architecture, missing or
 mis-shaped tensors) becomes a `ModelLoadError` / `ModelConfigError` naming the file and the problem.
@@ -18,6 +19,7 @@ from .config import GeneratorConfig
 from .errors import ModelConfigError, ModelLoadError
 from .fileio import atomic_write, atomic_write_text
 from .networks.encoder import EncoderConfig, LatentEncoder
+from .networks.local_detail import LocalDetailConfig, LocalDetailNet
 from .networks.triplane import TriPlaneGenerator
 
 # The bundled default model (trained by scripts/train_generator.py; see its MODEL_CARD.md).
@@ -92,40 +94,84 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> TriPlaneGene
 
 ENCODER_CONFIG_NAME = "encoder.json"
 ENCODER_WEIGHTS_NAME = "encoder.safetensors"
+LOCAL_DETAIL_CONFIG_NAME = "local_detail.json"
+LOCAL_DETAIL_WEIGHTS_NAME = "local_detail.safetensors"
 
 
-def save_encoder(encoder: LatentEncoder, folder: Path, generator_name: str, training: dict | None = None) -> None:
-    """Write the inversion encoder beside the generator it was trained for (weights first, then its config)."""
+def _save_companion(module: torch.nn.Module, folder: Path, stem: str, kind: str, generator_name: str,
+                    config: dict, training: dict | None) -> None:
+    """Write a network trained for this generator beside it (weights first, then its description).
+    Learned weights in half precision (half the size, no measurable change); buffers stay exact."""
     folder = Path(folder)
-    # Weights in half precision (half the size, no measurable change in its codes); w_avg and w_scale stay exact.
-    weights = {name for name, _ in encoder.named_parameters()}
+    weights = {name for name, _ in module.named_parameters()}
     tensors = {k: (v.half() if k in weights else v).detach().cpu().contiguous()
-               for k, v in encoder.state_dict().items()}
-    atomic_write(folder / ENCODER_WEIGHTS_NAME, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
-    description = {"format": "triface-encoder", "version": 1, "generator": generator_name,
-                   "encoder": encoder.config.to_dict(), "training": training or {}}
-    atomic_write_text(folder / ENCODER_CONFIG_NAME, json.dumps(description, indent=2))
+               for k, v in module.state_dict().items()}
+    atomic_write(folder / f"{stem}.safetensors", lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
+    description = {"format": f"triface-{kind}", "version": 1, "generator": generator_name, kind: config,
+                   "training": training or {}}
+    atomic_write_text(folder / f"{stem}.json", json.dumps(description, indent=2))
 
 
-def load_encoder(folder: Path, generator: TriPlaneGenerator) -> LatentEncoder | None:
-    """The model folder's inversion encoder, on the generator's device; None when the folder has none."""
-    folder = Path(folder)
-    path = folder / ENCODER_CONFIG_NAME
+def _read_companion(folder: Path, stem: str, kind: str, generator: TriPlaneGenerator,
+                    retrain: str) -> dict | None:
+    """The description of a companion network, checked against the generator; None when there is none."""
+    path = Path(folder) / f"{stem}.json"
     if not path.is_file():
         return None
     try:
         description = json.loads(path.read_text(encoding="utf-8"))
-        config = EncoderConfig(**description["encoder"])
+        config = dict(description[kind])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelConfigError(f"{path}: not a TriFace encoder description ({exc})") from exc
-    if description.get("format") != "triface-encoder":
-        raise ModelConfigError(f"{path}: format {description.get('format')!r}, expected 'triface-encoder'")
-    if description.get("generator") != generator.config.name or config.num_ws != generator.num_ws \
-            or config.w_dim != generator.config.w_dim:
-        raise ModelLoadError(f"{path}: this encoder was trained for {description.get('generator')!r}, not "
-                             f"{generator.config.name!r}; retrain it with scripts/train_encoder.py")
-    encoder = LatentEncoder(config)
-    weights = read_weights(folder / ENCODER_WEIGHTS_NAME)
-    check_state_dict(encoder.state_dict(), weights, str(folder / ENCODER_WEIGHTS_NAME))
-    encoder.load_state_dict(weights, strict=True)
-    return encoder.eval().requires_grad_(False).to(generator.w_avg.device)
+        raise ModelConfigError(f"{path}: not a TriFace {kind} description ({exc})") from exc
+    if description.get("format") != f"triface-{kind}":
+        raise ModelConfigError(f"{path}: format {description.get('format')!r}, expected 'triface-{kind}'")
+    if description.get("generator") != generator.config.name:
+        raise ModelLoadError(f"{path}: this {kind} was trained for {description.get('generator')!r}, not "
+                             f"{generator.config.name!r}; retrain it with {retrain}")
+    return config
+
+
+def _load_weights_into(module: torch.nn.Module, path: Path, generator: TriPlaneGenerator) -> torch.nn.Module:
+    weights = read_weights(path)
+    check_state_dict(module.state_dict(), weights, str(path))
+    module.load_state_dict(weights, strict=True)
+    return module.eval().requires_grad_(False).to(generator.w_avg.device)
+
+
+def save_encoder(encoder: LatentEncoder, folder: Path, generator_name: str, training: dict | None = None) -> None:
+    """Write the inversion encoder beside the generator it was trained for."""
+    _save_companion(encoder, folder, "encoder", "encoder", generator_name, encoder.config.to_dict(), training)
+
+
+def load_encoder(folder: Path, generator: TriPlaneGenerator) -> LatentEncoder | None:
+    """The model folder's inversion encoder, on the generator's device; None when the folder has none."""
+    config = _read_companion(folder, "encoder", "encoder", generator, "scripts/train_encoder.py")
+    if config is None:
+        return None
+    try:
+        encoder_config = EncoderConfig(**config)
+    except TypeError as exc:
+        raise ModelConfigError(f"{Path(folder) / ENCODER_CONFIG_NAME}: not a TriFace encoder description ({exc})") \
+            from exc
+    if encoder_config.num_ws != generator.num_ws or encoder_config.w_dim != generator.config.w_dim:
+        raise ModelLoadError(f"{Path(folder) / ENCODER_CONFIG_NAME}: this encoder was trained for another "
+                             f"generator shape; retrain it with scripts/train_encoder.py")
+    return _load_weights_into(LatentEncoder(encoder_config), Path(folder) / ENCODER_WEIGHTS_NAME, generator)
+
+
+def save_local_detail(net: LocalDetailNet, folder: Path, generator_name: str, training: dict | None = None) -> None:
+    """Write the local-detail branch (inversion) beside the generator it was trained for."""
+    _save_companion(net, folder, "local_detail", "local_detail", generator_name, net.config.to_dict(), training)
+
+
+def load_local_detail(folder: Path, generator: TriPlaneGenerator) -> LocalDetailNet | None:
+    """The model folder's local-detail branch on the generator's device; None when the folder has none."""
+    config = _read_companion(folder, "local_detail", "local_detail", generator, "scripts/train_local_detail.py")
+    if config is None:
+        return None
+    try:
+        detail_config = LocalDetailConfig(**config)
+    except TypeError as exc:
+        raise ModelConfigError(f"{Path(folder) / LOCAL_DETAIL_CONFIG_NAME}: not a TriFace local-detail "
+                               f"description ({exc})") from exc
+    return _load_weights_into(LocalDetailNet(detail_config), Path(folder) / LOCAL_DETAIL_WEIGHTS_NAME, generator)

@@ -17,6 +17,7 @@ import torch
 from .errors import ModelLoadError
 from .fileio import atomic_write, atomic_write_text
 from .networks.triplane import TriPlaneGenerator
+from .render.rays import project_pixels as project
 
 CONFIG_NAME = "landmarks.json"
 WEIGHTS_NAME = "landmarks.safetensors"
@@ -34,18 +35,6 @@ class LandmarkRegressor:
 
     def to(self, device: torch.device) -> "LandmarkRegressor":
         return LandmarkRegressor(self.weight.to(device), self.bias.to(device))
-
-
-def project(points: torch.Tensor, camera: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Differentiable pinhole projection: points (N, M, 3) EG3D world, camera (N, 25) labels -> pixels (N, M, 2)
-    of a square image (u right, v down), as `inference.cameras.project_points` does with numpy."""
-    cam2world = camera[:, :16].reshape(-1, 4, 4)
-    k = camera[:, 16:25].reshape(-1, 3, 3)
-    local = torch.einsum("nmj,nji->nmi", points - cam2world[:, None, :3, 3], cam2world[:, :3, :3])
-    x, y = local[..., 0] / local[..., 2], local[..., 1] / local[..., 2]
-    u = (k[:, None, 0, 0] * x + k[:, None, 0, 1] * y + k[:, None, 0, 2]) * image_size
-    v = (k[:, None, 1, 1] * y + k[:, None, 1, 2]) * image_size
-    return torch.stack([u, v], dim=-1)
 
 
 def landmark_loss(regressor: LandmarkRegressor, w_plus: torch.Tensor, camera: torch.Tensor, target: torch.Tensor,

@@ -24,6 +24,7 @@ from .invert import STEP_BUDGETS, Budget, ProgressFn, face_mask, fit_w_plus, tun
 from .mesh import Mesh, extract_mesh
 from .model_landmarks import LandmarkRegressor, LandmarkTarget
 from .networks.encoder import LatentEncoder
+from .networks.local_detail import LocalDetail, LocalDetailNet
 from .networks.triplane import TriPlaneGenerator
 from .photo import load_photo
 from .wire import MESH_ARRAYS, save_arrays
@@ -50,6 +51,7 @@ class FaceFit:
     fit_losses: list[float] = field(default_factory=list)
     tune_losses: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    detail: LocalDetail | None = None    # the photo's local detail (when the model has the branch)
 
 
 def face_id_for(photo: Path, face_index: int, model_id: str) -> str:
@@ -61,9 +63,11 @@ def face_id_for(photo: Path, face_index: int, model_id: str) -> str:
 def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, face_index: int = 0,
                  steps: int | Budget = STEP_BUDGETS["fast"], spread: torch.Tensor | None = None,
                  progress: ProgressFn | None = None, encoder: LatentEncoder | None = None,
-                 landmark_regressor: LandmarkRegressor | None = None) -> FaceFit:
+                 landmark_regressor: LandmarkRegressor | None = None,
+                 local_detail: LocalDetailNet | None = None) -> FaceFit:
     """Decode, find the face, estimate the camera, encode the crop (when the model has an encoder: the pivot,
-    else w_avg), then refine: `steps` of w_plus fitting (an int), or a Budget of fitting and PTI tuning."""
+    else w_avg), then refine: `steps` of w_plus fitting (an int), or a Budget of fitting and PTI tuning; last,
+    when the model has a local-detail branch, lift the photo's detail onto the reconstruction."""
     budget = steps if isinstance(steps, Budget) else Budget(int(steps), 0)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -102,22 +106,40 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, 
     tuned, tune_losses = tune_generator(generator, fit.w_plus, target.to(device), mask.to(device), camera,
                                         steps=budget.tune_steps, progress=lambda f, m: report(0.6 + 0.3 * f, m))
     seconds["tune"] = time.perf_counter() - started
+    detail = None
+    if local_detail is not None:
+        started = time.perf_counter()
+        report(0.9, "adding the photo's detail")
+        detail = photo_detail(generator, local_detail, fit.w_plus, tuned, target.to(device), camera)
+        seconds["detail"] = time.perf_counter() - started
     return FaceFit(face_id=face_id_for(photo_path, face_index, model_id), photo=Path(photo_path),
                    photo_size=photo.original_size, face_index=face_index, faces_found=len(faces),
                    landmarks_photo=face.landmarks / photo.scale, alignment=alignment, photo_scale=photo.scale,
                    camera=label, w_plus=fit.w_plus, tuned=tuned, fit_losses=fit.losses, tune_losses=tune_losses,
-                   seconds=seconds)
+                   seconds=seconds, detail=detail)
+
+
+@torch.no_grad()
+def photo_detail(generator: TriPlaneGenerator, net: LocalDetailNet, w_plus: torch.Tensor,
+                 tuned: dict[str, torch.Tensor] | None, crop: torch.Tensor, camera: torch.Tensor) -> LocalDetail:
+    """The local-detail branch's view of a face: the reconstruction rendered in the photo's camera (colour,
+    depth, opacity at the neural resolution) beside the aligned crop (1, 3, S, S) in [-1, 1]."""
+    with use_weights(generator, tuned):
+        recon = generator.render(generator.synthesize_planes(w_plus), w_plus, camera, super_resolve=False)
+    return LocalDetail(net=net, features=net.feature_map(crop, recon["image_raw"]), photo=crop,
+                       depth=recon["image_depth"], mask=recon["image_mask"], camera=camera)
 
 
 @torch.no_grad()
 def face_mesh(generator: TriPlaneGenerator, w_plus: torch.Tensor, resolution: int,
-              tuned: dict[str, torch.Tensor] | None = None) -> Mesh:
-    """The face's mesh (EG3D world) from w_plus, through the face's tuned weights when it has them."""
+              tuned: dict[str, torch.Tensor] | None = None, detail: LocalDetail | None = None) -> Mesh:
+    """The face's mesh (EG3D world) from w_plus, through the face's tuned weights when it has them, coloured
+    with the photo's local detail when given (edited faces keep it only where their surface stays put)."""
     cfg = generator.config
     with use_weights(generator, tuned):
         planes = generator.synthesize_planes(w_plus)
         return extract_mesh(generator, planes, resolution=resolution, level=cfg.surface_level,
-                            border_fraction=cfg.mesh_border_fraction)
+                            border_fraction=cfg.mesh_border_fraction, detail=detail)
 
 
 def pixel_directions(cam2world: np.ndarray, intrinsics: np.ndarray, pixels: np.ndarray,

@@ -27,7 +27,7 @@ from . import __version__
 from .editing import EditDirections, edit_directions
 from .errors import TriFaceError, UnknownFaceError
 from .invert import STEP_BUDGETS, Budget, ProgressFn, w_spread
-from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_model, select_device
+from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model, select_device
 from .model_landmarks import load_landmark_regressor
 from .pipeline import FaceFit, face_mesh, invert_photo, write_face_result
 from .wire import PROTOCOL_VERSION
@@ -45,6 +45,7 @@ class Session:
         self.spread: torch.Tensor | None = None
         self.encoder = None
         self.landmark_regressor = None
+        self.local_detail = None
         self.faces: OrderedDict[str, FaceFit] = OrderedDict()
 
     # -- ops ---------------------------------------------------------------------------------------------
@@ -104,7 +105,7 @@ class Session:
         fit = invert_photo(generator, Path(_required(params, "image")), self._model_id(),
                            face_index=int(params.get("face_index", 0)), steps=_steps(params.get("steps", "fast")),
                            spread=self.spread, progress=progress, encoder=self.encoder,
-                           landmark_regressor=self.landmark_regressor)
+                           landmark_regressor=self.landmark_regressor, local_detail=self.local_detail)
         self._remember(fit)
         return fit
 
@@ -118,6 +119,7 @@ class Session:
             self.spread = w_spread(generator)
             self.encoder = load_encoder(folder, generator)
             self.landmark_regressor = load_landmark_regressor(folder, generator)
+            self.local_detail = load_local_detail(folder, generator)
             self.generator, self.model_folder = generator, folder
             self.faces.clear()
         return self.generator
@@ -136,7 +138,7 @@ class Session:
         generator = self.generator
         w_plus = self.directions.apply(fit.w_plus, edits) if edits else fit.w_plus
         progress(0.92, "extracting the mesh")
-        mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)), fit.tuned)
+        mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)), fit.tuned, fit.detail)
         progress(0.98, "writing the result")
         return write_face_result(Path(_required(params, "job_dir")), generator, fit, mesh,
                                  self.directions.describe(), edits)

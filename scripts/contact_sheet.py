@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     planes = generator.synthesize_planes(ws)
     frontal_c2w, k = orbit_cameras(torch.zeros(args.rows), torch.zeros(args.rows))
     truth = render_heads(heads, frontal_c2w, k, size)["image"]
-    sr = generator.render(planes, ws, camera_labels(frontal_c2w, k))["image"]
+    sr = generator.render_2d(ws, camera_labels(frontal_c2w, k))["image"]
     rows = []
     for b in range(args.rows):
         tiles = [tensor_to_uint8(truth[b]), tensor_to_uint8(sr[b])]

@@ -314,3 +314,32 @@ def test_aware3d_conv_equals_a_convolution_of_plane_and_context_away_from_edges(
     ctx = aware3d_context(planes, ORTHOGONAL_PLANE_AXES).reshape(2, 18, 8, 8)
     expected = F.conv2d(ctx, conv.weight * conv.weight_gain, conv.bias, padding=1, groups=3).reshape(2, 3, 3, 8, 8)
     torch.testing.assert_close(conv(planes)[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+
+
+def test_high_resolution_branch_needs_a_power_of_two_multiple_and_3d_aware_convolutions():
+    with pytest.raises(Exception, match="hires_triplane_resolution"):
+        tiny_config(hires_triplane_resolution=24)
+    with pytest.raises(Exception, match="hires_triplane_resolution"):
+        tiny_config(hires_triplane_resolution=16)
+    with pytest.raises(Exception, match="3D-aware"):
+        tiny_config(hires_triplane_resolution=32, aware3d_layers=0)
+
+
+def test_an_untrained_high_resolution_branch_is_the_bilinearly_upsampled_base_and_the_2d_branch_reads_the_base():
+    torch.manual_seed(12)
+    generator = TriPlaneGenerator(tiny_config(hires_triplane_resolution=64)).eval()
+    for parameter in generator.triplane_upsampler.layers.parameters():   # hidden layers: anything
+        parameter.data.normal_()
+    ws = generator.mapping(torch.randn(1, 8), torch.zeros(1, 25))
+    with torch.no_grad():
+        base = generator.synthesize_planes(ws, hires=False)
+        fine = generator.synthesize_planes(ws)
+        c = torch.tensor([[1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]])
+        two_d = generator.render_2d(ws, c)["image"]
+        assert torch.equal(two_d, generator.render(base, ws, c)["image"])
+    assert base.shape == (1, 3, 8, 16, 16) and fine.shape == (1, 3, 8, 64, 64)
+    expected = F.interpolate(base.reshape(1, 24, 16, 16), scale_factor=4, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(fine.reshape(1, 24, 64, 64), expected)
+    generator.triplane_upsampler.to_detail.weight.data.normal_()
+    with torch.no_grad():
+        assert not torch.allclose(generator.synthesize_planes(ws), fine)

@@ -98,3 +98,30 @@ class TriplaneRefiner(nn.Module):
         for layer in self.layers:
             planes = planes + F.leaky_relu(layer(planes), LRELU_SLOPE) * (LRELU_GAIN / math.sqrt(len(self.layers)))
         return planes
+
+
+class TriplaneUpsampler(nn.Module):
+    """Mimic3D's high-resolution tri-plane branch, in a small form: the tri-planes, upsampled by `factor`, plus
+    detail that residual 3D-aware convolutions compute at the base resolution and a sub-pixel convolution
+    spreads onto the finer grid. The last layer starts at zero, so an untrained branch renders exactly like
+    bilinearly upsampled tri-planes. Trained (scripts/train_generator.py, stage "imitate") so that direct
+    renders of the finer tri-planes match the 2D super-resolved images and the truth where there is one."""
+
+    def __init__(self, channels: int, factor: int, num_layers: int, plane_axes: tuple[tuple[int, int], ...],
+                 kernel_size: int = 3) -> None:
+        super().__init__()
+        self.factor = factor
+        self.layers = nn.ModuleList([Aware3DConv(channels, channels, plane_axes, kernel_size)
+                                     for _ in range(num_layers)])
+        self.to_detail = Aware3DConv(channels, channels * factor * factor, plane_axes, kernel_size)
+        nn.init.zeros_(self.to_detail.weight)
+
+    def forward(self, planes: torch.Tensor) -> torch.Tensor:
+        n, p, c, h, w = planes.shape
+        x = planes
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), LRELU_SLOPE) * LRELU_GAIN
+        detail = F.pixel_shuffle(self.to_detail(x).reshape(n * p, -1, h, w), self.factor)
+        upsampled = F.interpolate(planes.reshape(n * p, c, h, w), scale_factor=self.factor, mode="bilinear",
+                                  align_corners=False)
+        return (upsampled + detail).reshape(n, p, c, h * self.factor, w * self.factor)

@@ -25,3 +25,16 @@ def pixel_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor, resolution: in
     dirs = torch.nn.functional.normalize(dirs, dim=-1)
     origins = cam2world[:, None, :3, 3].expand(n, dirs.shape[1], 3)
     return origins, dirs
+
+
+def project_pixels(points: torch.Tensor, camera: torch.Tensor, image_size: float = 1.0) -> torch.Tensor:
+    """Differentiable pinhole projection, the inverse of `pixel_rays`: points (N, M, 3) EG3D world, camera
+    (N, 25) labels -> pixels (N, M, 2) of a square image of `image_size` (u right, v down; the default 1 gives
+    normalised coordinates), as `inference.cameras.project_points` does with numpy."""
+    cam2world = camera[:, :16].reshape(-1, 4, 4)
+    k = camera[:, 16:25].reshape(-1, 3, 3)
+    local = torch.einsum("nmj,nji->nmi", points - cam2world[:, None, :3, 3], cam2world[:, :3, :3])
+    x, y = local[..., 0] / local[..., 2], local[..., 1] / local[..., 2]
+    u = (k[:, None, 0, 0] * x + k[:, None, 0, 1] * y + k[:, None, 0, 2]) * image_size
+    v = (k[:, None, 1, 1] * y + k[:, None, 1, 2]) * image_size
+    return torch.stack([u, v], dim=-1)
