@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import safetensors
 import safetensors.torch
@@ -112,9 +113,10 @@ def _save_companion(module: torch.nn.Module, folder: Path, stem: str, kind: str,
     atomic_write_text(folder / f"{stem}.json", json.dumps(description, indent=2))
 
 
-def _read_companion(folder: Path, stem: str, kind: str, generator: TriPlaneGenerator,
-                    retrain: str) -> dict | None:
-    """The description of a companion network, checked against the generator; None when there is none."""
+def _read_companion(folder: Path, stem: str, kind: str, generator: TriPlaneGenerator, retrain: str,
+                    config_type: type) -> Any:
+    """A companion network's configuration (`config_type` built from its description), checked against the
+    generator; None when the folder has none."""
     path = Path(folder) / f"{stem}.json"
     if not path.is_file():
         return None
@@ -128,7 +130,10 @@ def _read_companion(folder: Path, stem: str, kind: str, generator: TriPlaneGener
     if description.get("generator") != generator.config.name:
         raise ModelLoadError(f"{path}: this {kind} was trained for {description.get('generator')!r}, not "
                              f"{generator.config.name!r}; retrain it with {retrain}")
-    return config
+    try:
+        return config_type(**config)
+    except TypeError as exc:
+        raise ModelConfigError(f"{path}: not a TriFace {kind} description ({exc})") from exc
 
 
 def _load_weights_into(module: torch.nn.Module, path: Path, generator: TriPlaneGenerator) -> torch.nn.Module:
@@ -145,14 +150,10 @@ def save_encoder(encoder: LatentEncoder, folder: Path, generator_name: str, trai
 
 def load_encoder(folder: Path, generator: TriPlaneGenerator) -> LatentEncoder | None:
     """The model folder's inversion encoder, on the generator's device; None when the folder has none."""
-    config = _read_companion(folder, "encoder", "encoder", generator, "scripts/train_encoder.py")
-    if config is None:
+    encoder_config = _read_companion(folder, "encoder", "encoder", generator, "scripts/train_encoder.py",
+                                     EncoderConfig)
+    if encoder_config is None:
         return None
-    try:
-        encoder_config = EncoderConfig(**config)
-    except TypeError as exc:
-        raise ModelConfigError(f"{Path(folder) / ENCODER_CONFIG_NAME}: not a TriFace encoder description ({exc})") \
-            from exc
     if encoder_config.num_ws != generator.num_ws or encoder_config.w_dim != generator.config.w_dim:
         raise ModelLoadError(f"{Path(folder) / ENCODER_CONFIG_NAME}: this encoder was trained for another "
                              f"generator shape; retrain it with scripts/train_encoder.py")
@@ -166,12 +167,8 @@ def save_local_detail(net: LocalDetailNet, folder: Path, generator_name: str, tr
 
 def load_local_detail(folder: Path, generator: TriPlaneGenerator) -> LocalDetailNet | None:
     """The model folder's local-detail branch on the generator's device; None when the folder has none."""
-    config = _read_companion(folder, "local_detail", "local_detail", generator, "scripts/train_local_detail.py")
-    if config is None:
+    detail_config = _read_companion(folder, "local_detail", "local_detail", generator,
+                                    "scripts/train_local_detail.py", LocalDetailConfig)
+    if detail_config is None:
         return None
-    try:
-        detail_config = LocalDetailConfig(**config)
-    except TypeError as exc:
-        raise ModelConfigError(f"{Path(folder) / LOCAL_DETAIL_CONFIG_NAME}: not a TriFace local-detail "
-                               f"description ({exc})") from exc
     return _load_weights_into(LocalDetailNet(detail_config), Path(folder) / LOCAL_DETAIL_WEIGHTS_NAME, generator)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from inference.render.rays import pixel_rays  # noqa: E402
 from inference.render.volume import render_rays  # noqa: E402
 from inference.synthetic.augment import augment  # noqa: E402
 from inference.synthetic.groundtruth import MM  # noqa: E402
+from inference.training import TrainingRun, cosine_lr  # noqa: E402
 
 YAW_RANGE, PITCH_RANGE = 0.7, 0.3   # radians, about EG3D's FFHQ pose spread
 
@@ -183,33 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     encoder.w_scale.copy_(spread)
     optimizer = torch.optim.Adam(encoder.parameters(), lr=args.lr, betas=(0.9, 0.99))
     rng = torch.Generator().manual_seed(args.seed)
-    step, elapsed = 0, 0.0
-    state_path = args.run / "state.pt"
-    if state_path.is_file():
-        state = torch.load(state_path, weights_only=True)
-        encoder.load_state_dict(state["encoder"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.set_state(state["rng"])
-        step, elapsed = int(state["step"]), float(state["elapsed"])
-        print(f"resumed at step {step}")
-    log = (args.run / "log.jsonl").open("a")
-    started = time.perf_counter()
+    run = TrainingRun(args.run, {"encoder": encoder, "optimizer": optimizer}, rng)
 
     def save() -> None:
-        state = {"encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.get_state(),
-                 "step": step, "elapsed": elapsed + time.perf_counter() - started}
-        atomic_write(state_path, lambda tmp: torch.save(state, tmp))
+        run.save()
         save_encoder(encoder, args.model, generator.config.name, training={
-            "command": "python scripts/train_encoder.py " + " ".join(argv or sys.argv[1:]), "steps": step,
+            "command": "python scripts/train_encoder.py " + " ".join(argv or sys.argv[1:]), "steps": run.step,
             "pairs": len(pairs["w_plus"]), "batch": args.batch, "seed": args.seed,
-            "minutes": round(state["elapsed"] / 60, 1)})
+            "minutes": round(run.elapsed / 60, 1)})
 
     count = len(pairs["w_plus"])
-    while step < args.steps:
-        if args.minutes is not None and time.perf_counter() - started > args.minutes * 60:
-            break
+    while run.step < args.steps and not run.out_of_time(args.minutes):
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+            group["lr"] = cosine_lr(args.lr, run.step, args.steps)
         index = torch.randint(0, count, (args.batch,), generator=rng)
         images = augment(pairs["image"][index].float(), pairs["mask"][index].float(), rng)
         w_true = pairs["w_plus"][index]
@@ -220,26 +206,19 @@ def main(argv: list[str] | None = None) -> int:
                                                              ).mean()
         k = args.image_samples
         images_losses = ray_losses(generator, w_pred[:k], w_true[:k], pairs["camera"][index[:k]], args.rays, rng) \
-            if step % args.image_every == 0 else {}
+            if run.step % args.image_every == 0 else {}
         total = args.latent_weight * latent + 0.1 * prior + sum((v * (0.2 if "depth" in name else 1.0) for name, v in images_losses.items()),
                                            torch.zeros(()))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(encoder.parameters(), 10.0)
         optimizer.step()
-        step += 1
-        record = {"step": step, "seconds": round(elapsed + time.perf_counter() - started, 1),
-                  "total": total.item(), "latent": latent.item(), "prior": prior.item(),
-                  **{name: v.item() for name, v in images_losses.items()}}
-        log.write(json.dumps(record) + "\n")
-        if step % 20 == 0 or step == 1:
-            log.flush()
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-                  flush=True)
-        if step % 200 == 0:
+        run.step += 1
+        run.record({"total": total, "latent": latent, "prior": prior, **images_losses})
+        if run.step % 200 == 0:
             save()
     save()
-    print(f"saved the encoder (step {step}) to {args.model}")
+    print(f"saved the encoder (step {run.step}) to {args.model}")
     return 0
 
 

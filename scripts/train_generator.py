@@ -17,10 +17,7 @@ weights_only=True) and the model folder (config.json + model.safetensors) is exp
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,7 +26,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference.config import GeneratorConfig, default_small_config  # noqa: E402
-from inference.fileio import atomic_write  # noqa: E402
 from inference.model_io import DEFAULT_MODEL_DIR, read_weights, save_model  # noqa: E402
 from inference.networks.triplane import TriPlaneGenerator  # noqa: E402
 from inference.render.rays import pixel_rays  # noqa: E402
@@ -37,6 +33,7 @@ from inference.render.volume import render_rays  # noqa: E402
 from inference.synthetic.groundtruth import (MM, build_heads, camera_labels, render_heads, sample_cameras,  # noqa: E402
                                              sigma_target, surface_samples)
 from inference.synthetic.heads import sample_params, z_layout  # noqa: E402
+from inference.training import TrainingRun, cosine_lr  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,10 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this wall time")
     p.add_argument("--save-every", type=int, default=200)
     return p.parse_args(argv)
-
-
-def cosine_lr(base: float, step: int, total: int) -> float:
-    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / max(total, 1), 1.0))))
 
 
 def surface_losses(generator: TriPlaneGenerator, planes: torch.Tensor, heads, points: int,
@@ -212,26 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     params_3d = [p for n, p in generator.named_parameters()
                  if not n.startswith(("superresolution.", "triplane_upsampler."))]
     opt_3d = torch.optim.Adam(params_3d, lr=args.lr, betas=(0.9, 0.99))
-    opt_sr = torch.optim.Adam(generator.superresolution.parameters(), lr=args.lr, betas=(0.9, 0.99))
+    params_sr = list(generator.superresolution.parameters())
+    opt_sr = torch.optim.Adam(params_sr, lr=args.lr, betas=(0.9, 0.99))
     params_imitate = list(generator.triplane_upsampler.parameters()) if args.steps_imitate else []
     opt_imitate = torch.optim.Adam(params_imitate, lr=args.lr, betas=(0.9, 0.99)) if params_imitate else None
+    # Stages run in this order; each has its own optimiser, parameters and cosine schedule.
+    stages = [("3d", args.steps_3d, opt_3d, params_3d, step_3d), ("sr", args.steps_sr, opt_sr, params_sr, step_sr),
+              ("imitate", args.steps_imitate, opt_imitate, params_imitate, step_imitate)]
     rng = torch.Generator().manual_seed(args.seed)
-    step, elapsed = 0, 0.0
-    state_path = args.run / "state.pt"
-    if state_path.is_file():
-        state = torch.load(state_path, weights_only=True)
-        generator.load_state_dict(state["generator"])
-        opt_3d.load_state_dict(state["opt_3d"])
-        opt_sr.load_state_dict(state["opt_sr"])
-        if opt_imitate is not None and "opt_imitate" in state:
-            opt_imitate.load_state_dict(state["opt_imitate"])
-        rng.set_state(state["rng"])
-        step, elapsed = int(state["step"]), float(state["elapsed"])
-        print(f"resumed at step {step} ({elapsed / 60:.1f} min trained)")
-    args.run.mkdir(parents=True, exist_ok=True)
-    total_steps = args.steps_3d + args.steps_sr + args.steps_imitate
-    started = time.perf_counter()
-    log = (args.run / "log.jsonl").open("a")
+    parts = {"generator": generator, "opt_3d": opt_3d, "opt_sr": opt_sr}
+    if opt_imitate is not None:
+        parts["opt_imitate"] = opt_imitate
+    run = TrainingRun(args.run, parts, rng)
 
     def finalise_for_inference() -> None:
         """Record what inference needs beyond the weights: w_avg (for truncation) and the z layout."""
@@ -242,55 +227,34 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         finalise_for_inference()
-        state = {"generator": generator.state_dict(), "opt_3d": opt_3d.state_dict(), "opt_sr": opt_sr.state_dict(),
-                 "rng": rng.get_state(), "step": step, "elapsed": elapsed + time.perf_counter() - started}
-        if opt_imitate is not None:
-            state["opt_imitate"] = opt_imitate.state_dict()
-        atomic_write(state_path, lambda tmp: torch.save(state, tmp))
-        generator.config.extras.update({"training": {"steps_3d": min(step, args.steps_3d),
-                                                     "steps_sr": min(max(0, step - args.steps_3d), args.steps_sr),
-                                                     "steps_imitate": max(0, step - args.steps_3d - args.steps_sr),
-                                                     "seed": args.seed, "batch": args.batch,
-                                                     "minutes": round(state["elapsed"] / 60, 1)}})
+        run.save()
+        done = run.step
+        generator.config.extras["training"] = {"seed": args.seed, "batch": args.batch,
+                                               "minutes": round(run.elapsed / 60, 1)}
+        for name, steps, *_ in stages:
+            generator.config.extras["training"][f"steps_{name}"] = min(done, steps)
+            done = max(0, done - steps)
         save_model(generator, args.out)
 
-    while step < total_steps:
-        if args.minutes is not None and time.perf_counter() - started > args.minutes * 60:
-            break
-        stage = "3d" if step < args.steps_3d else "sr" if step < args.steps_3d + args.steps_sr else "imitate"
+    while run.step < sum(stage[1] for stage in stages) and not run.out_of_time(args.minutes):
+        first = run.step
+        for name, steps, optimizer, params, step_fn in stages:
+            if first < steps:
+                break
+            first -= steps
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(args.lr, first, steps)
         generator.train()
-        if stage == "3d":
-            for group in opt_3d.param_groups:
-                group["lr"] = cosine_lr(args.lr, step, args.steps_3d)
-            losses = step_3d(generator, args, rng)
-            opt_3d.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            apply_if_finite(opt_3d, params_3d, losses["total"])
-        elif stage == "imitate":
-            for group in opt_imitate.param_groups:
-                group["lr"] = cosine_lr(args.lr, step - args.steps_3d - args.steps_sr, args.steps_imitate)
-            losses = step_imitate(generator, args, rng)
-            opt_imitate.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            apply_if_finite(opt_imitate, params_imitate, losses["total"])
-        else:
-            for group in opt_sr.param_groups:
-                group["lr"] = cosine_lr(args.lr, step - args.steps_3d, args.steps_sr)
-            losses = step_sr(generator, args, rng)
-            opt_sr.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            apply_if_finite(opt_sr, list(generator.superresolution.parameters()), losses["total"])
-        step += 1
-        record = {"step": step, "stage": stage, "seconds": round(elapsed + time.perf_counter() - started, 1),
-                  **{k: round(v.item(), 5) for k, v in losses.items()}}
-        log.write(json.dumps(record) + "\n")
-        if step % 20 == 0 or step == 1:
-            log.flush()
-            print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)
-        if step % args.save_every == 0:
+        losses = step_fn(generator, args, rng)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        apply_if_finite(optimizer, params, losses["total"])
+        run.step += 1
+        run.record({"stage": name, **losses})
+        if run.step % args.save_every == 0:
             save()
     save()
-    print(f"saved step {step} to {args.run} and {args.out}")
+    print(f"saved step {run.step} to {args.run} and {args.out}")
     return 0
 
 

@@ -41,6 +41,7 @@ from inference.synthetic.augment import augment  # noqa: E402
 from inference.synthetic.groundtruth import (build_heads, camera_labels, orbit_cameras, render_heads,  # noqa: E402
                                              surface_samples)
 from inference.synthetic.heads import sample_params  # noqa: E402
+from inference.training import TrainingRun, cosine_lr  # noqa: E402
 
 YAW_RANGE, PITCH_RANGE = 0.7, 0.3   # radians, about EG3D's FFHQ pose spread (as the encoder's training)
 SURFACE_POINTS = 4096
@@ -229,33 +230,19 @@ def main(argv: list[str] | None = None) -> int:
     net = LocalDetailNet(LocalDetailConfig())
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.9, 0.99))
     rng = torch.Generator().manual_seed(args.seed)
-    step, elapsed = 0, 0.0
-    state_path = args.run / "state.pt"
-    if state_path.is_file():
-        state = torch.load(state_path, weights_only=True)
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.set_state(state["rng"])
-        step, elapsed = int(state["step"]), float(state["elapsed"])
-        print(f"resumed at step {step}")
-    log = (args.run / "log.jsonl").open("a")
-    started = time.perf_counter()
+    run = TrainingRun(args.run, {"net": net, "optimizer": optimizer}, rng)
 
     def save() -> None:
-        state = {"net": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.get_state(),
-                 "step": step, "elapsed": elapsed + time.perf_counter() - started}
-        atomic_write(state_path, lambda tmp: torch.save(state, tmp))
+        run.save()
         save_local_detail(net, args.model, generator.config.name, training={
-            "command": "python scripts/train_local_detail.py " + " ".join(argv or sys.argv[1:]), "steps": step,
+            "command": "python scripts/train_local_detail.py " + " ".join(argv or sys.argv[1:]), "steps": run.step,
             "examples": len(examples["w_plus"]), "batch": args.batch, "seed": args.seed,
-            "minutes": round(state["elapsed"] / 60, 1)})
+            "minutes": round(run.elapsed / 60, 1)})
 
     count = len(examples["w_plus"])
-    while step < args.steps:
-        if args.minutes is not None and time.perf_counter() - started > args.minutes * 60:
-            break
+    while run.step < args.steps and not run.out_of_time(args.minutes):
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+            group["lr"] = cosine_lr(args.lr, run.step, args.steps)
         index = torch.randint(0, count, (args.batch,), generator=rng).tolist()
         losses = training_loss(generator, net, examples, transforms, index, args.points, rng)
         total = losses["seen"] + losses["everywhere"]
@@ -263,17 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         total.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
         optimizer.step()
-        step += 1
-        record = {"step": step, "seconds": round(elapsed + time.perf_counter() - started, 1),
-                  **{name: round(v.item(), 5) for name, v in losses.items()}}
-        log.write(json.dumps(record) + "\n")
-        if step % 20 == 0 or step == 1:
-            log.flush()
-            print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)
-        if step % 200 == 0:
+        run.step += 1
+        run.record(losses)
+        if run.step % 200 == 0:
             save()
     save()
-    print(f"saved the local-detail branch (step {step}) to {args.model}")
+    print(f"saved the local-detail branch (step {run.step}) to {args.model}")
     return 0
 
 
