@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .align import Alignment, crop_photo, estimate_pose, mean_landmarks_3d, photo_camera
 from .cameras import camera_label, cam2world_to_blender, eg3d_to_blender_points, orbit_cam2world, BlenderCamera
@@ -110,7 +111,11 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, 
     if local_detail is not None:
         started = time.perf_counter()
         report(0.9, "adding the photo's detail")
-        detail = photo_detail(generator, local_detail, fit.w_plus, tuned, target.to(device), camera)
+        region = None
+        if generator.config.extras.get("hair", True) is False:
+            # A model without hair: the photo's hair, hat or collar must not be painted onto its scalp or neck.
+            region = feathered(mask, crop_size // 32).to(device)
+        detail = photo_detail(generator, local_detail, fit.w_plus, tuned, target.to(device), camera, region)
         seconds["detail"] = time.perf_counter() - started
     return FaceFit(face_id=face_id_for(photo_path, face_index, model_id), photo=Path(photo_path),
                    photo_size=photo.original_size, face_index=face_index, faces_found=len(faces),
@@ -121,13 +126,22 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, 
 
 @torch.no_grad()
 def photo_detail(generator: TriPlaneGenerator, net: LocalDetailNet, w_plus: torch.Tensor,
-                 tuned: dict[str, torch.Tensor] | None, crop: torch.Tensor, camera: torch.Tensor) -> LocalDetail:
+                 tuned: dict[str, torch.Tensor] | None, crop: torch.Tensor, camera: torch.Tensor,
+                 region: torch.Tensor | None = None) -> LocalDetail:
     """The local-detail branch's view of a face: the reconstruction rendered in the photo's camera (colour,
-    depth, opacity at the neural resolution) beside the aligned crop (1, 3, S, S) in [-1, 1]."""
+    depth, opacity at the neural resolution) beside the aligned crop (1, 3, S, S) in [-1, 1]; the photo's
+    colour is used only inside `region` (1, 1, S, S) when given."""
     with use_weights(generator, tuned):
         recon = generator.render(generator.synthesize_planes(w_plus), w_plus, camera, super_resolve=False)
     return LocalDetail(net=net, features=net.feature_map(crop, recon["image_raw"]), photo=crop,
-                       depth=recon["image_depth"], mask=recon["image_mask"], camera=camera)
+                       depth=recon["image_depth"], mask=recon["image_mask"], camera=camera, region=region)
+
+
+def feathered(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """mask (1, 1, S, S) in {0, 1} -> the same region with an edge softened over 2 x `radius` + 1 px,
+    centred on the mask's edge (a box blur)."""
+    size = 2 * radius + 1
+    return F.avg_pool2d(mask, size, stride=1, padding=radius, count_include_pad=False)
 
 
 @torch.no_grad()

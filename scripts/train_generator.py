@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             z = sample_params(2048, torch.Generator().manual_seed(12345)).to_z()
             generator.backbone.mapping.w_avg.copy_(generator.mapping(z, torch.zeros(len(z), 25))[:, 0].mean(0))
         generator.config.extras["z_layout"] = z_layout()
+        generator.config.extras["hair"] = False   # bald synthetic heads: photos' hair is not painted on them
 
     def save() -> None:
         finalise_for_inference()

@@ -73,6 +73,18 @@ def test_points_the_photo_cannot_see_keep_the_generator_colour():
     assert torch.equal(detail.colour(outside, rgb), rgb)
     off_head = flat_detail(net, camera_z - surface_z, mask=torch.zeros(1, 1, 8, 8))
     assert torch.equal(off_head.colour(seen, rgb), rgb)
+    outside_region = flat_detail(net, camera_z - surface_z)
+    outside_region.region = torch.zeros(1, 1, 16, 16)
+    assert torch.equal(outside_region.colour(seen, rgb), rgb)
+
+
+def test_a_feathered_region_softens_only_a_band_around_the_mask_edge():
+    from inference.pipeline import feathered
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+    soft = feathered(mask, 2)
+    assert soft[0, 0, 16, 16] == 1 and soft[0, 0, 16, 4] == 0 and soft[0, 0, 16, 27] == 0
+    assert 0 < soft[0, 0, 16, 7] < 0.5 < soft[0, 0, 16, 8] < 1
 
 
 def test_local_detail_files_round_trip_beside_their_generator_and_refuse_another(generator, tmp_path):

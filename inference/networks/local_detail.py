@@ -9,8 +9,9 @@ first reconstruction E3DGE's pixel-aligned features and GOAE's residual alignmen
 
 Occlusion-aware mixing (GOAE): the residual is gated by x's visibility in the photo, from the reconstruction's
 own depth in that view: points behind the visible surface, outside the frame or off the head keep the
-generator's prediction exactly, so unseen sides of the head stay the generator's. Only colour changes; the
-geometry is the generator's, so meshes, depth and edits keep their 3D meaning.
+generator's prediction exactly, so unseen sides of the head stay the generator's; a `region` of the photo can
+limit it further (the pipeline keeps a hairless model's scalp and neck free of the photo's hair and collar).
+Only colour changes; the geometry is the generator's, so meshes, depth and edits keep their 3D meaning.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class LocalDetail:
     depth: torch.Tensor        # (1, 1, r, r) the reconstruction's depth (distance along the ray) in that camera
     mask: torch.Tensor         # (1, 1, r, r) the reconstruction's opacity in that camera
     camera: torch.Tensor       # (1, 25) EG3D label of the crop's camera
+    region: torch.Tensor | None = None   # (1, 1, S', S') in the crop's frame: where the photo may be used
 
     def colour(self, points: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
         """points (1, M, 3) world, the generator's colour there rgb (1, M, 3) in [0, 1] -> corrected colour."""
@@ -110,6 +112,8 @@ class LocalDetail:
         gap = seen_depth - distance                                          # > 0: in front of the seen surface
         inside = ((uv > 0) & (uv < 1)).all(-1, keepdim=True).to(rgb.dtype)
         gate = torch.sigmoid((gap + cfg.visible_margin) / cfg.softness) * sample(self.mask).clamp(0, 1) * inside
+        if self.region is not None:
+            gate = gate * sample(self.region)
         inputs = torch.cat([sample(self.features), (sample(self.photo) + 1) / 2, rgb,
                             (gap / cfg.visible_margin).clamp(-4, 4)], dim=-1)
         return rgb + gate * self.net.mlp(inputs)
