@@ -60,7 +60,8 @@ class Session:
             info.update(gpu=torch.cuda.get_device_name(device), gpu_free_mb=round(free / 2**20))
         if self.generator is not None:
             info["model"] = {"name": self.generator.config.name, "folder": str(self.model_folder),
-                             "encoder": self.encoder is not None, "edits": self.directions.describe()}
+                             "encoder": self.encoder is not None, "local_detail": self.local_detail is not None,
+                             "edits": self.directions.describe()}
         return info
 
     def load_model(self, params: dict[str, Any], progress: ProgressFn) -> dict:
