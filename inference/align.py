@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from scipy.optimize import least_squares
 
-from .cameras import intrinsics_matrix, orbit_cam2world, project_points
+from .cameras import intrinsics_matrix, orbit_cam2world, project_points, yaw_weights
 from .photo import MID_GREY
 
 LANDMARKS_3D_PATH = Path(__file__).with_name("landmarks_3d.json")
@@ -42,7 +42,8 @@ class Alignment:
 
     cam2world (4, 4) and intrinsics (3, 3): the EG3D camera of the crop. crop_from_photo (3, 3): photo
     pixels -> crop pixels of a `crop_size` crop. residual_px: RMS distance, in photo pixels, between the
-    detected landmarks and the mean head's projected ones. landmarks_crop (68, 2): the detected
+    detected landmarks and the projected 3D landmarks the pose was fitted to (the mean head's, or a fitted
+    head's: see `pipeline.fit_head_and_pose`). landmarks_crop (68, 2): the detected
     landmarks in crop pixels. yaw, pitch: the orbit angles of cam2world (radians, see
     `inference.cameras.orbit_cam2worlds`). photo_size: (W, H) of the photo the landmarks came from.
     """
@@ -58,38 +59,63 @@ class Alignment:
     photo_size: tuple[int, int]
 
 
+@dataclass(frozen=True)
+class HeadLandmarks:
+    """A head's 68 3D landmarks (EG3D world, dlib order) where dlib finds them, which depends on the view (the
+    jaw points follow the visible contour): points (B, 68, 3) seen from orbit yaws (B,) (radians, increasing),
+    linear in between, the end ones beyond."""
+
+    yaws: np.ndarray
+    points: np.ndarray
+
+    def at(self, yaw: float) -> np.ndarray:
+        """(68, 3) as seen from an orbit camera at `yaw`."""
+        return np.tensordot(yaw_weights(self.yaws, yaw), self.points, axes=1)
+
+    @staticmethod
+    def fixed(points: np.ndarray) -> HeadLandmarks:
+        """The same (68, 3) points from every view."""
+        return HeadLandmarks(np.zeros(1), np.asarray(points, dtype=np.float64)[None])
+
+
 @functools.cache
-def mean_landmarks_3d() -> np.ndarray:
-    """The 68 landmarks (68, 3) of the ICT neutral head in EG3D world units, read-only (dlib order)."""
-    rows = json.loads(LANDMARKS_3D_PATH.read_text(encoding="utf-8"))["landmarks"]
-    points = np.array(rows, dtype=np.float64)
-    if points.shape != (68, 3):
-        raise ValueError(f"{LANDMARKS_3D_PATH}: expected 68 rows of 3 numbers, got shape {points.shape}; "
-                         f"regenerate it with scripts/make_landmarks_3d.py")
+def mean_landmarks_3d() -> HeadLandmarks:
+    """The 68 landmarks of the ICT neutral head where dlib places them, by yaw (see
+    `inference.synthetic.dlib_landmarks`), in EG3D world units, read-only (dlib order)."""
+    description = json.loads(LANDMARKS_3D_PATH.read_text(encoding="utf-8"))
+    yaws = np.array(description["yaws"], dtype=np.float64)
+    points = np.array(description["landmarks"], dtype=np.float64)
+    if points.shape != (len(yaws), 68, 3) or np.any(np.diff(yaws) <= 0):
+        raise ValueError(f"{LANDMARKS_3D_PATH}: expected 68 rows of 3 numbers per increasing yaw, got shape "
+                         f"{points.shape} for {len(yaws)} yaws; regenerate it with scripts/make_landmarks_3d.py")
+    yaws.setflags(write=False)
     points.setflags(write=False)
-    return points
+    return HeadLandmarks(yaws, points)
 
 
 def estimate_pose(landmarks_2d: np.ndarray, image_size: tuple[int, int],
-                  mean_landmarks: np.ndarray | None = None, crop_size: int = CROP_SIZE) -> Alignment:
+                  head: HeadLandmarks | np.ndarray | None = None, crop_size: int = CROP_SIZE) -> Alignment:
     """Fit the crop camera (yaw, pitch) and the photo -> crop similarity to 68 landmarks (68, 2) in photo
-    pixels of an image of `image_size` (W, H), so that the mean head (68, 3), EG3D world, seen by the
-    crop camera lands on them.
+    pixels of an image of `image_size` (W, H), so that the head's 3D landmarks (default: the mean head's;
+    a (68, 3) array counts the same from every view), seen by the crop camera, land on them.
 
     A robust weighted least-squares fit starts from the frontal camera and the best similarity for it.
     """
     landmarks = np.asarray(landmarks_2d, dtype=np.float64)
-    model = mean_landmarks_3d() if mean_landmarks is None else np.asarray(mean_landmarks, dtype=np.float64)
-    if landmarks.shape != (68, 2) or model.shape != (68, 3) or not np.all(np.isfinite(landmarks)):
-        raise ValueError(f"estimate_pose: need finite (68, 2) and (68, 3) landmarks, got {landmarks.shape} "
-                         f"and {model.shape}")
+    if head is None:
+        head = mean_landmarks_3d()
+    elif not isinstance(head, HeadLandmarks):
+        head = HeadLandmarks.fixed(head)
+    if landmarks.shape != (68, 2) or head.points.shape[1:] != (68, 3) or not np.all(np.isfinite(landmarks)):
+        raise ValueError(f"estimate_pose: need finite (68, 2) and (B, 68, 3) landmarks, got {landmarks.shape} "
+                         f"and {head.points.shape}")
     weights = np.ones(68)
     weights[:17] = JAW_WEIGHT
     face_size = np.sqrt(np.mean(np.sum((landmarks - landmarks.mean(0)) ** 2, axis=1)))
     intrinsics = intrinsics_matrix()
 
     def model_in_crop(yaw: float, pitch: float) -> np.ndarray:
-        return project_points(model, orbit_cam2world(yaw, pitch), intrinsics, (crop_size, crop_size))[0]
+        return project_points(head.at(yaw), orbit_cam2world(yaw, pitch), intrinsics, (crop_size, crop_size))[0]
 
     def residuals(params: np.ndarray) -> np.ndarray:
         photo_from_crop = _similarity_matrix(*params[2:])

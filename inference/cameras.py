@@ -29,6 +29,22 @@ _EG3D_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]
 _CV_TO_BLENDER_CAM = np.diag([1.0, -1.0, -1.0])
 
 
+def yaw_weights(yaws, yaw: float) -> np.ndarray:
+    """Weights (B,) that interpolate something tabulated at orbit yaws (B,) (radians, increasing) linearly
+    at `yaw`; beyond the ends, the end value."""
+    yaws = np.asarray(yaws, dtype=np.float64)
+    weights = np.zeros(len(yaws))
+    if len(yaws) == 1 or yaw <= yaws[0]:
+        weights[0] = 1.0
+    elif yaw >= yaws[-1]:
+        weights[-1] = 1.0
+    else:
+        i = int(np.searchsorted(yaws, yaw))
+        t = (yaw - yaws[i - 1]) / (yaws[i] - yaws[i - 1])
+        weights[i - 1], weights[i] = 1.0 - t, t
+    return weights
+
+
 def intrinsics_matrix(focal: float = FRONTAL_FOCAL, cx: float = 0.5, cy: float = 0.5) -> np.ndarray:
     """Normalised (3, 3) intrinsics with fx = fy = `focal` (square pixels, square image)."""
     return np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]], dtype=np.float64)

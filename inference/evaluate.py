@@ -291,7 +291,8 @@ def evaluate_fit(generator: TriPlaneGenerator, fit: FaceFit, photo_pixels: np.nd
     if landmark_regressor is not None:
         # The geometry's own landmarks (the model's regressor from w_plus) projected through the fitted camera:
         # unlike dlib on the render, this cannot be satisfied by texture painted from the photo.
-        model_pixels = project_pixels(landmark_regressor(fit.w_plus), cameras[:1], resolution)[0].cpu().numpy()
+        model_pixels = project_pixels(landmark_regressor(fit.w_plus, alignment.yaw), cameras[:1],
+                                      resolution)[0].cpu().numpy()
         model_error = float(np.linalg.norm(model_pixels - landmarks, axis=1).mean())
         figures.update(model_landmark_error_px=model_error, model_landmark_error_iod=model_error / inter_ocular(landmarks))
     seconds["metrics"] = time.perf_counter() - started

@@ -1,7 +1,9 @@
 """Photo -> face: the steps every front door runs (the engine server, the command line, benchmarks).
 
-    photo file -> decode, detect, 68 landmarks, pose + crop (photo <-> crop frame)
-               -> w_plus (optimisation today; the encoder of issue 5 becomes its starting point)
+    photo file -> decode, detect, 68 landmarks, pose + crop against the mean head (photo <-> crop frame)
+               -> encoder: w_plus pivot (w_avg without one)
+               -> landmark fit: the head's shape and the pose, alternately (with a landmark regressor)
+               -> refinement: w_plus fit + PTI tuning; local detail from the photo
                -> tri-planes -> mesh with vertex colours (EG3D world)
                -> a result folder: mesh.npz + camera, orbit rig and landmarks in Blender's frame (result.json)
 The conversion to Blender's frame happens here, through `cameras`, so the add-on only copies arrays.
@@ -18,18 +20,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .align import Alignment, crop_photo, estimate_pose, mean_landmarks_3d, photo_camera
+from .align import Alignment, HeadLandmarks, crop_photo, estimate_pose, mean_landmarks_3d, photo_camera
 from .cameras import camera_label, cam2world_to_blender, eg3d_to_blender_points, orbit_cam2world, BlenderCamera
 from .face import detect_faces, select_face
 from .invert import STEP_BUDGETS, Budget, ProgressFn, face_mask, fit_w_plus, tune_generator, use_weights
 from .mesh import Mesh, extract_mesh
-from .model_landmarks import LandmarkRegressor, LandmarkTarget
+from .model_landmarks import LandmarkRegressor, LandmarkTarget, fit_to_landmarks
 from .networks.encoder import LatentEncoder
 from .networks.local_detail import LocalDetail, LocalDetailNet
 from .networks.triplane import TriPlaneGenerator
 from .photo import load_photo
 from .wire import MESH_ARRAYS, save_arrays
 
+POSE_ROUNDS = 1   # re-estimations of the camera against the fitted head's landmarks (more change little)
 ORBIT_YAWS = (-0.6, -0.3, 0.0, 0.3, 0.6)   # radians around the pivot: EG3D's typical pose range
 ORBIT_RESOLUTION = (512, 512)
 
@@ -80,31 +83,33 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, 
     face = select_face(faces, face_index, Path(photo_path).name)
     height, width = photo.pixels.shape[:2]
     crop_size = generator.config.img_resolution
+    device = generator.w_avg.device
     alignment = estimate_pose(face.landmarks, (width, height), mean_landmarks_3d(), crop_size=crop_size)
     seconds["preprocess"] = time.perf_counter() - started
 
-    crop = crop_photo(photo.pixels, alignment, crop_size)
-    target = torch.tensor(crop).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
-    mask = torch.from_numpy(face_mask(alignment.landmarks_crop, crop_size))[None, None]
-    label = camera_label(alignment.cam2world, alignment.intrinsics).astype(np.float32)
-    device = generator.w_avg.device
-    pivot = None
+    target, mask, camera = crop_tensors(photo.pixels, alignment, device)
+    pivot = generator.w_avg.detach()[None, None].expand(1, generator.num_ws, -1)
     if encoder is not None:
         started = time.perf_counter()
         with torch.no_grad():
-            pivot = encoder(target.to(device))
+            pivot = encoder(target)
         seconds["encoder"] = time.perf_counter() - started
+    if landmark_regressor is not None:
+        started = time.perf_counter()
+        report(0.08, "fitting the head to the landmarks")
+        pivot, alignment = fit_head_and_pose(landmark_regressor, pivot, face.landmarks, alignment)
+        target, mask, camera = crop_tensors(photo.pixels, alignment, device)
+        seconds["landmarks"] = time.perf_counter() - started
     started = time.perf_counter()
-    camera = torch.from_numpy(label)[None].to(device)
-    fit = fit_w_plus(generator, target.to(device), mask.to(device), camera, steps=budget.fit_steps,
+    fit = fit_w_plus(generator, target, mask, camera, steps=budget.fit_steps,
                      spread=spread if spread is not None else torch.ones((), device=device),
                      w_init=pivot, progress=lambda f, m: report(0.1 + 0.5 * f, m),
                      landmarks=None if landmark_regressor is None else LandmarkTarget(
                          landmark_regressor, torch.tensor(alignment.landmarks_crop, dtype=torch.float32,
-                                                          device=device)[None], crop_size))
+                                                          device=device)[None], crop_size, alignment.yaw))
     seconds["fit"] = time.perf_counter() - started
     started = time.perf_counter()
-    tuned, tune_losses = tune_generator(generator, fit.w_plus, target.to(device), mask.to(device), camera,
+    tuned, tune_losses = tune_generator(generator, fit.w_plus, target, mask, camera,
                                         steps=budget.tune_steps, progress=lambda f, m: report(0.6 + 0.3 * f, m))
     seconds["tune"] = time.perf_counter() - started
     detail = None
@@ -115,13 +120,47 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, 
         if generator.config.extras.get("hair", True) is False:
             # A model without hair: the photo's hair, hat or collar must not be painted onto its scalp or neck.
             region = feathered(mask, crop_size // 32).to(device)
-        detail = photo_detail(generator, local_detail, fit.w_plus, tuned, target.to(device), camera, region)
+        detail = photo_detail(generator, local_detail, fit.w_plus, tuned, target, camera, region)
         seconds["detail"] = time.perf_counter() - started
     return FaceFit(face_id=face_id_for(photo_path, face_index, model_id), photo=Path(photo_path),
                    photo_size=photo.original_size, face_index=face_index, faces_found=len(faces),
                    landmarks_photo=face.landmarks / photo.scale, alignment=alignment, photo_scale=photo.scale,
-                   camera=label, w_plus=fit.w_plus, tuned=tuned, fit_losses=fit.losses, tune_losses=tune_losses,
+                   camera=camera[0].cpu().numpy(), w_plus=fit.w_plus, tuned=tuned, fit_losses=fit.losses, tune_losses=tune_losses,
                    seconds=seconds, detail=detail)
+
+
+def crop_tensors(pixels: np.ndarray, alignment: Alignment,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What a fit compares against, in the alignment's crop: the crop (1, 3, S, S) in [-1, 1], the face mask
+    (1, 1, S, S) and the crop camera's EG3D label (1, 25), float32 on `device`."""
+    size = alignment.crop_size
+    crop = torch.tensor(crop_photo(pixels, alignment, size)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+    mask = torch.from_numpy(face_mask(alignment.landmarks_crop, size))[None, None]
+    label = torch.from_numpy(camera_label(alignment.cam2world, alignment.intrinsics).astype(np.float32))[None]
+    return crop.to(device), mask.to(device), label.to(device)
+
+
+def fit_head_and_pose(regressor: LandmarkRegressor, w_plus: torch.Tensor, landmarks_photo: np.ndarray,
+                      alignment: Alignment, rounds: int = POSE_ROUNDS) -> tuple[torch.Tensor, Alignment]:
+    """Alternate, as 3D morphable model fits do, between the head (the code nearest w_plus whose landmarks
+    fall on the photo's in the current crop camera) and the camera (pose and crop re-estimated against that
+    head's landmarks instead of the mean head's) -> (w_plus, alignment); landmarks_photo (68, 2) in the
+    photo pixels `alignment` was estimated in."""
+    crop_size = alignment.crop_size
+
+    def head_for(current: Alignment) -> torch.Tensor:
+        camera = torch.tensor(camera_label(current.cam2world, current.intrinsics), dtype=torch.float32,
+                              device=w_plus.device)[None]
+        target = torch.tensor(current.landmarks_crop, dtype=torch.float32, device=w_plus.device)[None]
+        return fit_to_landmarks(regressor, w_plus, camera, current.yaw, target, crop_size)[0]
+
+    fitted = head_for(alignment)
+    for _ in range(rounds):
+        with torch.no_grad():
+            head = HeadLandmarks(np.array(regressor.yaws), regressor.all_yaws(fitted)[0].double().cpu().numpy())
+        alignment = estimate_pose(landmarks_photo, alignment.photo_size, head, crop_size=crop_size)
+        fitted = head_for(alignment)
+    return fitted, alignment
 
 
 @torch.no_grad()

@@ -1,8 +1,10 @@
-"""Fit the default model's landmark regressor: w -> the 68 ICT FaceKit landmarks (EG3D world), by ridge regression.
+"""Fit the default model's landmark regressor: w -> the 68 landmarks (EG3D world), by ridge regression.
 
     python scripts/fit_landmark_regressor.py [--model inference/default_model]
 
-The model's z is the synthetic head's parameter vector, so each sample's true landmarks are exact: draw heads
+The landmarks are where dlib places them on ICT heads (inference/synthetic/dlib_landmarks.json, calibrated by
+scripts/calibrate_landmarks.py), so that fits to photos' dlib landmarks compare like with like. The model's z
+is the synthetic head's parameter vector, so each sample's true landmarks are exact: draw heads
 from the training prior, map them to w, and solve for the linear map; 1/8 of the heads are held out to measure
 it. Writes landmarks.json (with the measured error) + landmarks.safetensors into the model folder.
 """
@@ -19,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference.model_io import DEFAULT_MODEL_DIR, load_model  # noqa: E402
 from inference.model_landmarks import LandmarkRegressor, save_landmark_regressor  # noqa: E402
+from inference.synthetic.dlib_landmarks import load_definition  # noqa: E402
 from inference.synthetic.groundtruth import MM  # noqa: E402
 from inference.synthetic.heads import sample_params  # noqa: E402
 from inference.synthetic.ict import load_ict_model  # noqa: E402
@@ -36,17 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     params = sample_params(args.heads, torch.Generator().manual_seed(args.seed))
     with torch.no_grad():
         w = generator.mapping(params.to_z(), torch.zeros(args.heads, generator.config.c_dim))[:, 0].double()
-    truth = ict.vertices(params.identity, params.expression)[:, ict.landmarks].reshape(args.heads, -1).double()
+    definition = load_definition()
+    bins = len(definition.yaws)
+    # (heads, bins, 68 * 3): one regression per yaw bin, all solved with the same Gram matrix
+    truth = definition.bin_points(ict.vertices(params.identity, params.expression)).reshape(args.heads, -1).double()
     train = args.heads - args.heads // 8
     x = torch.cat([w, torch.ones(args.heads, 1, dtype=torch.float64)], dim=1)
     gram = x[:train].T @ x[:train] + args.ridge * torch.eye(x.shape[1], dtype=torch.float64)
-    solution = torch.linalg.solve(gram, x[:train].T @ truth[:train])
-    regressor = LandmarkRegressor(solution[:-1].float(), solution[-1].float())
-    held_out = (regressor(w[train:, None].float()) - truth[train:].reshape(-1, 68, 3).float()).norm(dim=-1) / MM
-    baseline = (truth[:train].mean(0).reshape(68, 3).float() - truth[train:].reshape(-1, 68, 3).float()
-                ).norm(dim=-1) / MM
+    solution = torch.linalg.solve(gram, x[:train].T @ truth[:train]).reshape(-1, bins, 204).transpose(0, 1)
+    regressor = LandmarkRegressor(solution[:, :-1].float().contiguous(), solution[:, -1].float().contiguous(),
+                                  definition.yaws)
+    truth = truth.reshape(args.heads, bins, 68, 3).float()
+    held_out = (regressor.all_yaws(w[train:, None].float()) - truth[train:]).norm(dim=-1) / MM
+    baseline = (truth[:train].mean(0) - truth[train:]).norm(dim=-1) / MM
     record = {"command": "python scripts/fit_landmark_regressor.py", "heads": args.heads, "seed": args.seed,
-              "ridge": args.ridge, "held_out_heads": args.heads // 8,
+              "ridge": args.ridge, "held_out_heads": args.heads // 8, "yaws": list(definition.yaws),
               "held_out_error_mm": {"median": round(float(held_out.median()), 3),
                                     "p95": round(float(held_out.flatten().quantile(0.95)), 3)},
               "mean_landmarks_error_mm": {"median": round(float(baseline.median()), 3)}}

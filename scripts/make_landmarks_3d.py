@@ -1,4 +1,5 @@
-"""Regenerate inference/landmarks_3d.json: the 68 landmarks of the ICT FaceKit neutral head.
+"""Regenerate inference/landmarks_3d.json: the 68 landmarks of the ICT FaceKit neutral head, where dlib places
+them (the calibrated definition of inference/synthetic/dlib_landmarks.py).
 
     python scripts/make_landmarks_3d.py
 
@@ -14,21 +15,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference.align import LANDMARKS_3D_PATH  # noqa: E402
 from inference.fileio import atomic_write_text  # noqa: E402
+from inference.synthetic.dlib_landmarks import load_definition  # noqa: E402
 from inference.synthetic.ict import CM_PER_UNIT, load_ict_model  # noqa: E402
 
-SOURCE = (f"ICT FaceKit neutral head (MIT), vertices MULTI_PIE_68 of inference/synthetic/ict.py, "
+SOURCE = (f"ICT FaceKit neutral head (MIT), dlib's points as calibrated in inference/synthetic/dlib_landmarks.json, "
           f"in EG3D world units (1 unit = {CM_PER_UNIT} cm); regenerate with scripts/make_landmarks_3d.py")
-FRAME = "EG3D world: y up, the face looks toward +z; dlib's 68-point order"
+FRAME = ("EG3D world: y up, the face looks toward +z; dlib's 68-point order; one set of 68 per orbit yaw "
+         "(radians) in yaws, linear in between")
 
 
 def landmarks_3d_text() -> str:
-    """The JSON text of the file: a note of its source and frame, then one [x, y, z] row per landmark."""
+    """The JSON text of the file: a note of its source and frame, the yaw bins, then per bin one [x, y, z] row
+    per landmark."""
     model = load_ict_model()
-    points = model.neutral[model.landmarks].double().numpy()
-    # round first so that tiny negatives print as 0.00000, not -0.00000
-    rows = ",\n".join("    [" + ", ".join(f"{round(float(v), 5) + 0.0:.5f}" for v in point) + "]"
-                      for point in points)
-    return f'{{\n  "source": "{SOURCE}",\n  "frame": "{FRAME}",\n  "landmarks": [\n{rows}\n  ]\n}}\n'
+    definition = load_definition()
+    points = definition.bin_points(model.neutral).double().numpy()
+
+    def row(point) -> str:   # round first so that tiny negatives print as 0.00000, not -0.00000
+        return "[" + ", ".join(f"{round(float(v), 5) + 0.0:.5f}" for v in point) + "]"
+
+    bins = ",\n".join("    [\n" + ",\n".join("      " + row(point) for point in points_of_bin) + "\n    ]"
+                      for points_of_bin in points)
+    yaws = ", ".join(f"{yaw:.6f}" for yaw in definition.yaws)
+    return (f'{{\n  "source": "{SOURCE}",\n  "frame": "{FRAME}",\n  "yaws": [{yaws}],\n'
+            f'  "landmarks": [\n{bins}\n  ]\n}}\n')
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ import torch
 from inference.cameras import camera_label, intrinsics_matrix, orbit_cam2world, project_points
 from inference.invert import fit_w_plus, w_spread
 from inference.model_io import DEFAULT_MODEL_DIR, load_model
-from inference.model_landmarks import LandmarkTarget, load_landmark_regressor, project
+from inference.model_landmarks import LandmarkTarget, fit_to_landmarks, load_landmark_regressor, project
+from inference.synthetic.dlib_landmarks import load_definition
 from inference.synthetic.groundtruth import MM
 from inference.synthetic.heads import sample_params
 from inference.synthetic.ict import load_ict_model
@@ -34,9 +35,9 @@ def test_regressor_predicts_unseen_heads_landmarks_better_than_the_mean_head(mod
     generator, regressor = model
     params = sample_params(64, torch.Generator().manual_seed(4242))   # not the fitting seed
     ict = load_ict_model()
-    truth = ict.vertices(params.identity, params.expression)[:, ict.landmarks]
+    truth = load_definition().points(ict.vertices(params.identity, params.expression), 0.0)
     with torch.no_grad():
-        predicted = regressor(generator.mapping(params.to_z(), torch.zeros(64, 0)))
+        predicted = regressor(generator.mapping(params.to_z(), torch.zeros(64, 0)), 0.0)
     error = (predicted - truth).norm(dim=-1) / MM
     mean_error = (truth.mean(0, keepdim=True) - truth).norm(dim=-1) / MM
     assert error.median() < 3.5 and error.median() < 0.8 * mean_error.median()
@@ -48,11 +49,50 @@ def test_landmark_term_pulls_the_fitted_head_onto_the_photo_landmarks(model):
     params = sample_params(1, torch.Generator().manual_seed(99))
     with torch.no_grad():
         w_true = generator.mapping(params.to_z(), torch.zeros(1, 0))
-        target_pixels = project(regressor(w_true), camera, 256)
-    target = LandmarkTarget(regressor, target_pixels, 256)
+        target_pixels = project(regressor(w_true, 0.2), camera, 256)
+    target = LandmarkTarget(regressor, target_pixels, 256, 0.2)
     start = generator.w_avg[None, None].expand(1, generator.num_ws, -1)
     image = torch.zeros(1, 3, 256, 256)
     fit = fit_w_plus(generator, image, torch.zeros(1, 1, 256, 256), camera, steps=8, spread=w_spread(generator),
                      landmarks=target, prior_weight=0.0)
     with torch.no_grad():
         assert target.loss(fit.w_plus, camera) < 0.5 * target.loss(start, camera)
+
+
+def _true_head_seen(generator, regressor, seed: int, noise_iod: float):
+    """A head from the prior seen by a turned camera: its w, the camera, and its projected landmarks with
+    Gaussian detection noise of `noise_iod` x the inter-ocular distance."""
+    camera = torch.tensor(camera_label(orbit_cam2world(0.3, -0.1), intrinsics_matrix()), dtype=torch.float32)[None]
+    params = sample_params(1, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        w_true = generator.mapping(params.to_z(), torch.zeros(1, 0))
+        clean = project(regressor(w_true, 0.3), camera, 256)
+    inter_ocular = float((clean[0, 36:42].mean(0) - clean[0, 42:48].mean(0)).norm())
+    noisy = clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed)) * noise_iod * inter_ocular
+    return w_true, camera, clean, noisy
+
+
+def test_landmark_fit_moves_the_average_head_onto_a_heads_landmarks(model):
+    generator, regressor = model
+    w_true, camera, clean, noisy = _true_head_seen(generator, regressor, 5, noise_iod=0.01)
+    start = generator.w_avg[None, None].expand(1, generator.num_ws, -1)
+    fitted, level = fit_to_landmarks(regressor, start, camera, 0.3, noisy, 256)
+    with torch.no_grad():
+        before = (project(regressor(start, 0.3), camera, 256) - clean).norm(dim=-1).mean()
+        after = (project(regressor(fitted, 0.3), camera, 256) - clean).norm(dim=-1).mean()
+        shape_before = (regressor(start, 0.3) - regressor(w_true, 0.3)).norm(dim=-1).mean()
+        shape_after = (regressor(fitted, 0.3) - regressor(w_true, 0.3)).norm(dim=-1).mean()
+    assert after < 0.4 * before, "the projected landmarks land on the head's"
+    assert shape_after < 0.7 * shape_before, "and in 3D the landmarks move toward the head's own"
+    assert torch.isfinite(fitted).all() and 0.015 <= level <= 0.1
+    assert (fitted - start).std(1).max() < 1e-5, "one shift shared by all layers"
+
+
+def test_noise_level_follows_the_detection_noise(model):
+    generator, regressor = model
+    start = generator.w_avg[None, None].expand(1, generator.num_ws, -1)
+    levels = []
+    for noise in (0.01, 0.08):
+        _, camera, _, noisy = _true_head_seen(generator, regressor, 6, noise_iod=noise)
+        levels.append(fit_to_landmarks(regressor, start, camera, 0.3, noisy, 256)[1])
+    assert levels[0] < levels[1]

@@ -229,16 +229,25 @@ def test_mean_landmarks_file_matches_the_ict_head():
 
 
 def test_mean_landmarks_face_the_frontal_camera():
-    points = A.mean_landmarks_3d()
-    assert points.shape == (68, 3) and not points.flags.writeable
+    head = A.mean_landmarks_3d()
+    points = head.at(0.0)
+    assert points.shape == (68, 3) and not head.points.flags.writeable
     assert points[30, 2] == points[:, 2].max()                       # the nose tip is the frontmost
     assert points[36:42, 0].mean() < 0 < points[42:48, 0].mean()     # dlib's first eye is on -x
+
+
+def test_mean_landmarks_follow_the_view_between_and_beyond_their_yaws():
+    head = A.mean_landmarks_3d()
+    first, second = head.yaws[0], head.yaws[1]
+    np.testing.assert_allclose(head.at((first + second) / 2), (head.points[0] + head.points[1]) / 2)
+    np.testing.assert_allclose(head.at(first - 1.0), head.points[0])
+    np.testing.assert_allclose(head.at(head.yaws[-1] + 1.0), head.points[-1])
 
 
 def test_pose_and_similarity_are_recovered_exactly():
     yaw, pitch = 0.4, -0.1
     camera = orbit_cam2world(yaw, pitch)
-    in_crop, _ = project_points(A.mean_landmarks_3d(), camera, intrinsics_matrix(), (512, 512))
+    in_crop, _ = project_points(A.mean_landmarks_3d().at(yaw), camera, intrinsics_matrix(), (512, 512))
     photo_from_crop = _similarity(1.7, 0.2, 63.0, -41.0)
     alignment = A.estimate_pose(_apply(photo_from_crop, in_crop), (1000, 800))
     assert alignment.yaw == pytest.approx(yaw, abs=0.02) and alignment.pitch == pytest.approx(pitch, abs=0.02)
@@ -257,7 +266,7 @@ def test_real_photos_fit_the_mean_head(name):
     # leaves about 9% of the inter-ocular distance, and a wrong pose leaves several times that.
     assert alignment.residual_px < 0.12 * _inter_ocular(landmarks)
     # The eyes change least between people; they must land where the mean head's eyes are.
-    model_in_crop, _ = project_points(A.mean_landmarks_3d(), alignment.cam2world, alignment.intrinsics,
+    model_in_crop, _ = project_points(A.mean_landmarks_3d().at(alignment.yaw), alignment.cam2world, alignment.intrinsics,
                                       (512, 512))
     eye_error = np.linalg.norm(alignment.landmarks_crop[36:48] - model_in_crop[36:48], axis=1)
     assert np.sqrt(np.mean(eye_error ** 2)) < 0.05 * _inter_ocular(alignment.landmarks_crop)
