@@ -11,6 +11,7 @@ them from each view (`inference.synthetic.dlib_landmarks`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -30,10 +31,10 @@ CONFIG_NAME = "landmarks.json"
 WEIGHTS_NAME = "landmarks.safetensors"
 JAW_WEIGHT = 0.3   # the jaw line is a silhouette that slides over the head as it turns: it counts less
 # How far, as a fraction of the inter-ocular distance, a photo's detected landmark may stray from where the
-# head's own landmark projects (the jaw line's: that over JAW_WEIGHT): dlib's scatter plus what the model
-# cannot shape. It differs from photo to photo (a sharp frontal portrait, a small blurred face), so the fit
-# picks, from this grid, the level under which the photo's landmarks are most probable (`noise_level`).
-NOISE_GRID_IOD = tuple(float(x) for x in np.geomspace(0.015, 0.1, 10))
+# head's own landmark projects: dlib's scatter plus what the model cannot shape. It differs from photo to
+# photo (a sharp frontal portrait, a small blurred face, a beard over the jaw), so the fit picks, from this
+# grid, the levels under which the photo's landmarks are most probable (`noise_level`).
+NOISE_GRID_IOD = tuple(float(x) for x in np.geomspace(0.015, 0.15, 11))
 FIT_ITERATIONS = 3       # Gauss-Newton steps: the projection is nearly linear over a fit's moves
 COVARIANCE_SAMPLES = 4096
 
@@ -79,23 +80,25 @@ def w_covariance(generator: TriPlaneGenerator, samples: int = COVARIANCE_SAMPLES
     return torch.cov(w.double().T)
 
 
-def landmark_noise(target: torch.Tensor, noise_iod: float) -> torch.Tensor:
-    """Per-landmark standard deviation (68,) in pixels of target (68, 2): noise_iod x its inter-ocular distance,
-    the jaw line's divided by JAW_WEIGHT."""
+def landmark_noise(target: torch.Tensor, noise_iod: tuple[float, float]) -> torch.Tensor:
+    """Per-landmark standard deviation (68,) in pixels of target (68, 2): noise_iod (the jaw line's, the other
+    landmarks') x its inter-ocular distance."""
     inter_ocular = (target[36:42].mean(0) - target[42:48].mean(0)).norm().clamp_min(1.0)
-    sigma = torch.full((68,), noise_iod, dtype=target.dtype, device=target.device) * inter_ocular
-    sigma[:17] /= JAW_WEIGHT
-    return sigma
+    sigma = torch.full((68,), noise_iod[1], dtype=target.dtype, device=target.device)
+    sigma[:17] = noise_iod[0]
+    return sigma * inter_ocular
 
 
 def noise_level(jacobian: torch.Tensor, covariance: torch.Tensor, residual: torch.Tensor, target: torch.Tensor,
-                grid: tuple[float, ...] = NOISE_GRID_IOD) -> float:
-    """The landmark noise (fraction of the inter-ocular distance) of `grid` that makes residual (136,) most
-    probable under the linearised model, residual ~ N(0, J C J^T + Sigma(noise)): type-II maximum likelihood.
-    Too small a level would bend the head to every detection error, too large would ignore the landmarks."""
+                grid: tuple[float, ...] = NOISE_GRID_IOD) -> tuple[float, float]:
+    """The landmark noise levels (the jaw line's, the others'; fractions of the inter-ocular distance) from
+    `grid` that make residual (136,) most probable under the linearised model, residual ~ N(0, J C J^T +
+    Sigma(noise)): type-II maximum likelihood. Too small a level would bend the head to every detection
+    error, too large would ignore the landmarks; the jaw line, a contour that hair, beards and the model's
+    limits blur, gets its own."""
     spread = jacobian @ covariance @ jacobian.T
-    best, best_log_evidence = grid[0], -math.inf
-    for level in grid:
+    best, best_log_evidence = (grid[0], grid[0]), -math.inf
+    for level in itertools.product(grid, grid):
         total = spread + torch.diag(landmark_noise(target, level).repeat_interleave(2) ** 2)
         cholesky = torch.linalg.cholesky(total)
         whitened = torch.linalg.solve_triangular(cholesky, residual[:, None], upper=False)
@@ -106,11 +109,11 @@ def noise_level(jacobian: torch.Tensor, covariance: torch.Tensor, residual: torc
 
 
 def fit_to_landmarks(regressor: LandmarkRegressor, w_plus: torch.Tensor, camera: torch.Tensor, yaw: float,
-                     target: torch.Tensor, image_size: int, noise_iod: float | None = None,
-                     iterations: int = FIT_ITERATIONS) -> tuple[torch.Tensor, float]:
+                     target: torch.Tensor, image_size: int, noise_iod: tuple[float, float] | None = None,
+                     iterations: int = FIT_ITERATIONS) -> tuple[torch.Tensor, tuple[float, float]]:
     """The most probable code near w_plus (1, num_ws, w_dim) whose landmarks, projected by camera (1, 25) (an
     orbit camera at `yaw`, for the landmarks' view) into an image of `image_size` pixels, fall on target
-    (1, 68, 2) -> (w_plus moved by one shift shared by all layers, the landmark noise level used).
+    (1, 68, 2) -> (w_plus moved by one shift shared by all layers, the landmark noise levels used).
 
     The prior is the encoder's code with the model's own w covariance C; the likelihood is Gaussian with
     `landmark_noise` at `noise_iod` (None: chosen by `noise_level`). Each Gauss-Newton step linearises the
@@ -137,7 +140,7 @@ def fit_to_landmarks(regressor: LandmarkRegressor, w_plus: torch.Tensor, camera:
         noise = torch.diag(landmark_noise(target_px, noise_iod).repeat_interleave(2) ** 2)
         gain = torch.linalg.solve(jacobian @ covariance @ jacobian.T + noise, jacobian @ delta - residual)
         delta = covariance @ jacobian.T @ gain
-    return w_plus.detach() + delta.to(w_plus.dtype)[None, None], float(noise_iod)
+    return w_plus.detach() + delta.to(w_plus.dtype)[None, None], noise_iod
 
 
 def landmark_loss(regressor: LandmarkRegressor, w_plus: torch.Tensor, camera: torch.Tensor, yaw: float,
