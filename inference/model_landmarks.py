@@ -190,7 +190,7 @@ def load_landmark_regressor(folder: Path, generator: TriPlaneGenerator) -> Landm
                              f"{generator.config.name!r}; refit it with scripts/fit_landmark_regressor.py")
     from .model_io import read_weights
     weights = read_weights(folder / WEIGHTS_NAME)
-    if "yaws" not in weights and weights.get("weight") is not None and weights["weight"].ndim == 2:
+    if set(weights) == {"weight", "bias"} and weights["weight"].ndim == 2 and weights["bias"].ndim == 1:
         # version 1: one map for every view
         weights = {"weight": weights["weight"][None], "bias": weights["bias"][None], "yaws": torch.zeros(1)}
     w_dim = generator.config.w_dim

@@ -117,3 +117,18 @@ def test_inversion_fits_head_and_pose_to_a_photos_landmarks(model):
         errors.append(np.linalg.norm(pixels - target, axis=1).mean() / inter_ocular)
         assert "landmarks" in fit.seconds or landmark_regressor is None
     assert errors[1] < 0.6 * errors[0], "the fitted head and pose reproject onto the photo's landmarks"
+
+
+def test_a_damaged_regressor_file_is_refused_with_a_clear_message(tmp_path):
+    import shutil
+
+    import safetensors.torch
+
+    from inference.errors import ModelLoadError
+
+    generator = load_model(DEFAULT_MODEL_DIR)
+    shutil.copy(DEFAULT_MODEL_DIR / "landmarks.json", tmp_path / "landmarks.json")
+    safetensors.torch.save_file({"weight": torch.zeros(generator.config.w_dim, 204)},
+                                str(tmp_path / "landmarks.safetensors"))
+    with pytest.raises(ModelLoadError, match="fit_landmark_regressor"):
+        load_landmark_regressor(tmp_path, generator)
