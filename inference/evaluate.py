@@ -46,18 +46,18 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from .align import crop_photo
+from .preprocess.align import crop_photo
 from .cameras import camera_label, orbit_cam2world
 from .errors import NoFaceError, NoSurfaceError, TriFaceError
 from .evaluate_generator import geometry_figures, psnr
-from .face import detect_faces, landmarks_in_box, model_file
+from .preprocess.detect import detect_faces, landmarks_in_box, model_file
 from .fileio import atomic_write, atomic_write_text
 from .invert import STEP_BUDGETS, Budget, face_mask, use_weights, w_spread
 from .latent import sample_z
 from .model_landmarks import LandmarkRegressor, load_landmark_regressor
 from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model
 from .networks.triplane import TriPlaneGenerator
-from .photo import load_photo
+from .preprocess.decode import load_photo
 from .networks.local_detail import LocalDetail
 from .render.rays import project_pixels
 from .pipeline import FaceFit, face_mesh, invert_photo
@@ -80,7 +80,7 @@ FACE_RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 @dataclass(frozen=True)
 class FaceReading:
     """One face as dlib reads it in an (H, W, 3) image: `landmarks` (68, 2) in that image's pixels (pixel i
-    covers [i, i + 1), as in `inference.face`), `descriptor` (128,) from dlib's face recognition network, and
+    covers [i, i + 1), as in `inference.preprocess.detect`), `descriptor` (128,) from dlib's face recognition network, and
     `detected`: False when the detector found no face and the caller's fallback box was used instead."""
 
     landmarks: np.ndarray
@@ -107,7 +107,7 @@ def read_face(image: np.ndarray, fallback_box: tuple[float, float, float, float]
         landmarks = landmarks_in_box(image, fallback_box)
     else:
         raise NoFaceError("dlib found no face in the image and no fallback box was given")
-    # dlib puts pixel centres at integers; inference.face moved them by half a pixel, undone here.
+    # dlib puts pixel centres at integers; inference.preprocess.detect moved them by half a pixel, undone here.
     points = dlib.points([dlib.point(round(x - 0.5), round(y - 0.5)) for x, y in landmarks])
     corners = np.round(np.concatenate([landmarks.min(0), landmarks.max(0)]) - 0.5).astype(int).tolist()
     shape = dlib.full_object_detection(dlib.rectangle(*corners), points)

@@ -20,16 +20,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .align import Alignment, HeadLandmarks, crop_photo, estimate_pose, mean_landmarks_3d, photo_camera
+from .preprocess.align import Alignment, HeadLandmarks, crop_photo, estimate_pose, mean_landmarks_3d, photo_camera
 from .cameras import camera_label, cam2world_to_blender, eg3d_to_blender_points, orbit_cam2world, BlenderCamera
-from .face import detect_faces, select_face
+from .preprocess.detect import detect_faces, select_face
 from .invert import STEP_BUDGETS, Budget, ProgressFn, face_mask, fit_w_plus, tune_generator, use_weights
 from .mesh import Mesh, extract_mesh
 from .model_landmarks import LandmarkRegressor, LandmarkTarget, fit_to_landmarks
 from .networks.encoder import LatentEncoder
 from .networks.local_detail import LocalDetail, LocalDetailNet
 from .networks.triplane import TriPlaneGenerator
-from .photo import load_photo
+from .preprocess.decode import load_photo
 from .wire import MESH_ARRAYS, save_arrays
 
 POSE_ROUNDS = 1   # re-estimations of the camera against the fitted head's landmarks (more change little)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference.cameras import project_points  # noqa: E402
 from inference.evaluate import (  # noqa: E402
     SYNTHETIC_PHOTO_SIZE, SYNTHETIC_PITCH_RANGE, SYNTHETIC_YAW_RANGE, inter_ocular, to_uint8)
-from inference.face import detect_faces  # noqa: E402
+from inference.preprocess.detect import detect_faces  # noqa: E402
 from inference.synthetic.dlib_landmarks import (  # noqa: E402
     DEFINITION_PATH, LandmarkDefinition, average_landmarks, definition_from_bins, lift_to_surface, save_definition)
 from inference.synthetic.groundtruth import build_heads, orbit_cameras, render_heads  # noqa: E402

@@ -1,4 +1,4 @@
-"""Regenerate inference/landmarks_3d.json: the 68 landmarks of the ICT FaceKit neutral head, where dlib places
+"""Regenerate inference/preprocess/landmarks_3d.json: the 68 landmarks of the ICT FaceKit neutral head, where dlib places
 them (the calibrated definition of inference/synthetic/dlib_landmarks.py).
 
     python scripts/make_landmarks_3d.py
@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.align import LANDMARKS_3D_PATH  # noqa: E402
+from inference.preprocess.align import LANDMARKS_3D_PATH  # noqa: E402
 from inference.fileio import atomic_write_text  # noqa: E402
 from inference.synthetic.dlib_landmarks import load_definition  # noqa: E402
 from inference.synthetic.ict import CM_PER_UNIT, load_ict_model  # noqa: E402

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.face import detect_faces
-from inference.photo import load_photo
+from inference.preprocess.detect import detect_faces
+from inference.preprocess.decode import load_photo
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "tests" / "data" / "photos"

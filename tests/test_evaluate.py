@@ -13,7 +13,7 @@ import pytest
 from inference.errors import NoFaceError
 from inference.evaluate import identity_similarity, main, read_face
 from inference.model_io import DEFAULT_MODEL_DIR
-from inference.photo import load_photo
+from inference.preprocess.decode import load_photo
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 needs_model = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.safetensors").is_file(),

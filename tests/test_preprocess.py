@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference import align as A
+from inference.preprocess import align as A
 from inference.cameras import intrinsics_matrix, orbit_cam2world, project_points
 from inference.errors import FaceIndexError, NoFaceError, PhotoError
-from inference.face import FaceDetection, detect_faces, select_face
-from inference.photo import load_photo
+from inference.preprocess.detect import FaceDetection, detect_faces, select_face
+from inference.preprocess.decode import load_photo
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = Path(__file__).parent / "data" / "photos"

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 from scipy.optimize import least_squares
 
-from .cameras import intrinsics_matrix, orbit_cam2world, project_points, yaw_weights
-from .photo import MID_GREY
+from ..cameras import intrinsics_matrix, orbit_cam2world, project_points, yaw_weights
+from .decode import MID_GREY
 
 LANDMARKS_3D_PATH = Path(__file__).with_name("landmarks_3d.json")
 CROP_SIZE = 512

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import PhotoError
+from ..errors import PhotoError
 
 MAX_SIDE = 4096       # longest side of the returned array; a face needs far fewer pixels than this
 MID_GREY = (128, 128, 128)

@@ -16,7 +16,7 @@ import dlib
 import numpy as np
 from PIL import Image
 
-from .errors import FaceIndexError, ModelLoadError, NoFaceError
+from ..errors import FaceIndexError, ModelLoadError, NoFaceError
 
 DETECTION_MAX_SIDE = 1024   # HOG detection runs at most at this size: faster, and faces stay >= 80 px
 UPSAMPLE_BELOW_SIDE = 400   # smaller photos are upsampled once so faces down to ~40 px are found
