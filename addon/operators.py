@@ -15,7 +15,7 @@ from . import runtime, scene
 from .engine_client import EngineError, Job
 from .engine_source import ENGINE_SOURCE
 
-PHOTO_FILTER = "*.jpg;*.jpeg;*.png;*.webp;*.tif;*.tiff;*.bmp"
+PHOTO_FILTER = "*.jpg;*.jpeg;*.png;*.webp;*.tif;*.tiff;*.bmp;*.heic;*.heif;*.hif;*.avif"
 
 
 def _report_result(operator: bpy.types.Operator, manifest: dict) -> None:

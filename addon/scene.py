@@ -113,16 +113,28 @@ def load_result_mesh(job_dir: Path, manifest: dict) -> dict[str, np.ndarray]:
     return wire.load_arrays(Path(job_dir) / manifest["mesh"]["file"], wire.MESH_ARRAYS)
 
 
-def _texture(job_dir: Path, manifest: dict, name: str) -> bpy.types.Image | None:
-    if not manifest.get("texture"):
-        return None
+def _packed_image(path: Path, name: str) -> bpy.types.Image:
+    """The image file loaded afresh as `name` (replacing an older one) and packed into the .blend, which must
+    depend neither on the engine's job folder nor on the photo staying where it is."""
     image = bpy.data.images.get(name)
     if image is not None:
         bpy.data.images.remove(image)
-    image = bpy.data.images.load(str(Path(job_dir) / manifest["texture"]["file"]))
+    image = bpy.data.images.load(str(path))
     image.name = name
-    image.pack()   # the .blend must not depend on the engine's job folder
+    image.pack()
     return image
+
+
+def _texture(job_dir: Path, manifest: dict, name: str) -> bpy.types.Image | None:
+    if not manifest.get("texture"):
+        return None
+    return _packed_image(Path(job_dir) / manifest["texture"]["file"], name)
+
+
+def _photo(manifest: dict, name: str) -> bpy.types.Image:
+    """The photo exactly as the engine fitted it (upright, same pixels; see `pipeline.camera_photo`)."""
+    shown = manifest.get("photo_image") or {"file": manifest["photo"]}
+    return _packed_image(Path(shown["file"]), name)
 
 
 def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path) -> bpy.types.Object:
@@ -141,7 +153,7 @@ def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path) -> bpy.typ
     head = _object(f"{stem} head", mesh, collection)
 
     camera = _camera_object(f"{stem} photo camera", manifest["input_camera"], collection)
-    photo = bpy.data.images.load(manifest["photo"], check_existing=True)
+    photo = _photo(manifest, f"{stem} photo")
     camera.data.show_background_images = True
     background = camera.data.background_images[0] if camera.data.background_images else \
         camera.data.background_images.new()
@@ -169,7 +181,8 @@ def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path) -> bpy.typ
     sync_edit_sliders(settings, manifest)
     if scene.camera is None:
         scene.camera = camera
-    width, height = manifest["photo_size"]
+    # The camera's frame is the photo as fitted: its upright size (reduced, for photos over 4096 px).
+    width, height = manifest["input_camera"]["resolution"]
     scene.render.resolution_x, scene.render.resolution_y = int(width), int(height)
     scene.unit_settings.system, scene.unit_settings.scale_length = "METRIC", 1.0
     return head

@@ -5,7 +5,8 @@
                -> landmark fit: the head's shape and the pose, alternately (with a landmark regressor)
                -> refinement: w_plus fit + PTI tuning; local detail from the photo
                -> tri-planes -> mesh with vertex colours (EG3D world)
-               -> a result folder: mesh.npz + camera, orbit rig and landmarks in Blender's frame (result.json)
+               -> a result folder: mesh.npz + camera, orbit rig and landmarks in Blender's frame (result.json),
+                  and the photo the camera frames (the file itself, or its upright pixels as photo.png)
 The conversion to Blender's frame happens here, through `cameras`, so the add-on only copies arrays.
 """
 
@@ -20,16 +21,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .preprocess.align import Alignment, HeadLandmarks, crop_photo, estimate_pose, mean_landmarks_3d, photo_camera
-from .cameras import camera_label, cam2world_to_blender, eg3d_to_blender_points, orbit_cam2world, BlenderCamera
-from .preprocess.detect import detect_faces, select_face
+from .cameras import (
+    BlenderCamera,
+    cam2world_to_blender,
+    camera_label,
+    eg3d_to_blender_points,
+    orbit_cam2world,
+)
 from .invert import STEP_BUDGETS, Budget, ProgressFn, face_mask, fit_w_plus, tune_generator, use_weights
 from .mesh import Mesh, extract_mesh
 from .model_landmarks import LandmarkRegressor, LandmarkTarget, fit_to_landmarks
 from .networks.encoder import LatentEncoder
 from .networks.local_detail import LocalDetail, LocalDetailNet
 from .networks.triplane import TriPlaneGenerator
-from .preprocess.decode import load_photo
+from .preprocess.align import (
+    Alignment,
+    HeadLandmarks,
+    crop_photo,
+    estimate_pose,
+    mean_landmarks_3d,
+    photo_camera,
+)
+from .preprocess.decode import Photo, load_photo, save_pixels
+from .preprocess.detect import detect_faces, select_face
 from .wire import MESH_ARRAYS, save_arrays
 
 POSE_ROUNDS = 1   # re-estimations of the camera against the fitted head's landmarks (more change little)
@@ -46,9 +60,9 @@ class FaceFit:
     photo_size: tuple[int, int]          # (W, H) of the photo as stored (after EXIF orientation), pixels
     face_index: int
     faces_found: int
-    landmarks_photo: np.ndarray          # (68, 2) photo pixels
-    alignment: Alignment                 # in the decoded photo's pixels (see photo_scale)
-    photo_scale: float                   # decoded pixels per stored pixel (< 1 for huge photos)
+    landmarks_photo: np.ndarray          # (68, 2) in the decoded photo's pixels, the frame of `alignment`
+    alignment: Alignment                 # in the decoded photo's pixels: upright, at most MAX_SIDE (photo_scale)
+    photo_scale: float                   # decoded pixels per stored pixel, on both axes (< 1 for huge photos)
     camera: np.ndarray                   # (25,) EG3D label of the crop's camera
     w_plus: torch.Tensor                 # (1, num_ws, w_dim)
     tuned: dict[str, torch.Tensor] = field(default_factory=dict)   # PTI's tuned tensors, by parameter name
@@ -64,20 +78,22 @@ def face_id_for(photo: Path, face_index: int, model_id: str) -> str:
     return f"{digest}-{face_index}-{model_id}"
 
 
-def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, face_index: int = 0,
+def invert_photo(generator: TriPlaneGenerator, photo_path: Path | Photo, model_id: str, face_index: int = 0,
                  steps: int | Budget = STEP_BUDGETS["fast"], spread: torch.Tensor | None = None,
                  progress: ProgressFn | None = None, encoder: LatentEncoder | None = None,
                  landmark_regressor: LandmarkRegressor | None = None,
                  local_detail: LocalDetailNet | None = None) -> FaceFit:
     """Decode, find the face, estimate the camera, encode the crop (when the model has an encoder: the pivot,
     else w_avg), then refine: `steps` of w_plus fitting (an int), or a Budget of fitting and PTI tuning; last,
-    when the model has a local-detail branch, lift the photo's detail onto the reconstruction."""
+    when the model has a local-detail branch, lift the photo's detail onto the reconstruction. `photo_path` may
+    be a photo already loaded with `load_photo`."""
     budget = steps if isinstance(steps, Budget) else Budget(int(steps), 0)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     report = progress or (lambda fraction, message: None)
     report(0.0, "reading the photo")
-    photo = load_photo(photo_path)
+    photo = photo_path if isinstance(photo_path, Photo) else load_photo(photo_path)
+    photo_path = photo.path
     report(0.05, "finding the face")
     faces = detect_faces(photo.pixels)
     face = select_face(faces, face_index, Path(photo_path).name)
@@ -124,7 +140,7 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path, model_id: str, 
         seconds["detail"] = time.perf_counter() - started
     return FaceFit(face_id=face_id_for(photo_path, face_index, model_id), photo=Path(photo_path),
                    photo_size=photo.original_size, face_index=face_index, faces_found=len(faces),
-                   landmarks_photo=face.landmarks / photo.scale, alignment=alignment, photo_scale=photo.scale,
+                   landmarks_photo=face.landmarks, alignment=alignment, photo_scale=photo.scale,
                    camera=camera[0].cpu().numpy(), w_plus=fit.w_plus, tuned=tuned, fit_losses=fit.losses, tune_losses=tune_losses,
                    seconds=seconds, detail=detail)
 
@@ -232,9 +248,23 @@ def _blender_camera_dict(camera: BlenderCamera) -> dict:
             "shift_y": camera.shift_y, "resolution": list(camera.resolution)}
 
 
+def camera_photo(photo: Photo, job_dir: Path) -> Path:
+    """The image file that shows exactly the pixels the face was fitted to: the photo's own file when any
+    viewer shows it so (an upright 8-bit JPEG or PNG, not reduced), else those pixels written as photo.png
+    into `job_dir` (EXIF-rotated, reduced, HEIC/AVIF, CMYK, 16-bit, transparent photos)."""
+    if photo.as_stored:
+        return photo.path
+    path = Path(job_dir) / "photo.png"
+    save_pixels(path, photo.pixels)
+    return path
+
+
 def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit, mesh: Mesh,
-                      edits: list[dict], edit_values: dict[str, float]) -> dict:
-    """Write mesh.npz into `job_dir` and return the result manifest (plain JSON data, Blender frame)."""
+                      edits: list[dict], edit_values: dict[str, float], photo_image: Path | None = None) -> dict:
+    """Write mesh.npz into `job_dir` and return the result manifest (plain JSON data, Blender frame).
+
+    Pixel positions and the input camera's resolution are in the frame of the photo as decoded (upright, at
+    most MAX_SIDE on its longest side): the frame of `photo_image` (see `camera_photo`), when given."""
     cfg = generator.config
     mpu = cfg.metres_per_unit
     job_dir = Path(job_dir)
@@ -242,8 +272,7 @@ def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit,
     save_arrays(job_dir / "mesh.npz", vertices=mesh.blender_vertices(mpu), faces=mesh.faces.astype(np.int32),
                 colors=np.clip(mesh.colors, 0.0, 1.0).astype(np.float32))
 
-    width, height = fit.photo_size
-    # Normalised intrinsics do not change with the decoding scale, so the camera fits the stored photo too.
+    width, height = fit.alignment.photo_size
     cam2world, intrinsics = photo_camera(fit.alignment)
     input_camera = cam2world_to_blender(cam2world, intrinsics, mpu, resolution=(width, height))
     pivot = np.asarray(cfg.rendering.avg_camera_pivot, dtype=np.float64)
@@ -258,7 +287,10 @@ def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit,
     return {
         "face_id": fit.face_id,
         "photo": str(fit.photo),
-        "photo_size": [width, height],
+        "photo_size": list(fit.photo_size),
+        "photo_image": None if photo_image is None else {"file": str(photo_image), "size": [width, height],
+                                                         "copy": Path(photo_image) != Path(fit.photo),
+                                                         "scale": fit.photo_scale},
         "face_index": fit.face_index,
         "faces_found": fit.faces_found,
         "model": cfg.name,
@@ -271,7 +303,7 @@ def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit,
         # the head), and how far the model's mean landmarks, posed by the fitted camera, fall from them.
         "landmarks": {"photo_px": fit.landmarks_photo.tolist(),
                       "mesh": _nan_to_none(eg3d_to_blender_points(face_landmarks, mpu)),
-                      "pose_residual_px": float(fit.alignment.residual_px / fit.photo_scale)},
+                      "pose_residual_px": float(fit.alignment.residual_px)},
         "edits": edits,
         "edit_values": edit_values,
         "fit": {"steps": len(fit.fit_losses), "loss_first": fit.fit_losses[0] if fit.fit_losses else None,

@@ -29,7 +29,8 @@ from .errors import TriFaceError, UnknownFaceError
 from .invert import STEP_BUDGETS, Budget, ProgressFn, w_spread
 from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model, select_device
 from .model_landmarks import load_landmark_regressor
-from .pipeline import FaceFit, face_mesh, invert_photo, write_face_result
+from .pipeline import FaceFit, camera_photo, face_mesh, invert_photo, write_face_result
+from .preprocess.decode import Photo, load_photo
 from .wire import PROTOCOL_VERSION
 
 MAX_CACHED_FACES = 16   # w_plus and camera only (a few kB each); bounded so a long session cannot grow forever
@@ -72,7 +73,10 @@ class Session:
         return self.hello({}, progress)
 
     def invert(self, params: dict[str, Any], progress: ProgressFn) -> dict:
-        return self._result(self._fit(params, lambda f, m: progress(0.9 * f, m)), params, {}, progress)
+        photo = load_photo(Path(_required(params, "image")))
+        fit = self._fit(params, lambda f, m: progress(0.9 * f, m), photo)
+        photo_image = camera_photo(photo, Path(_required(params, "job_dir")))
+        return self._result(fit, params, {}, progress, photo_image)
 
     def synthesize(self, params: dict[str, Any], progress: ProgressFn) -> dict:
         self._ensure_model(progress)
@@ -101,9 +105,9 @@ class Session:
 
     # -- helpers -----------------------------------------------------------------------------------------
 
-    def _fit(self, params: dict[str, Any], progress: ProgressFn) -> FaceFit:
+    def _fit(self, params: dict[str, Any], progress: ProgressFn, photo: Photo | None = None) -> FaceFit:
         generator = self._ensure_model(progress)
-        fit = invert_photo(generator, Path(_required(params, "image")), self._model_id(),
+        fit = invert_photo(generator, photo or Path(_required(params, "image")), self._model_id(),
                            face_index=int(params.get("face_index", 0)), steps=_steps(params.get("steps", "fast")),
                            spread=self.spread, progress=progress, encoder=self.encoder,
                            landmark_regressor=self.landmark_regressor, local_detail=self.local_detail)
@@ -135,14 +139,15 @@ class Session:
         while len(self.faces) > MAX_CACHED_FACES:
             self.faces.popitem(last=False)
 
-    def _result(self, fit: FaceFit, params: dict[str, Any], edits: dict[str, float], progress: ProgressFn) -> dict:
+    def _result(self, fit: FaceFit, params: dict[str, Any], edits: dict[str, float], progress: ProgressFn,
+                photo_image: Path | None = None) -> dict:
         generator = self.generator
         w_plus = self.directions.apply(fit.w_plus, edits) if edits else fit.w_plus
         progress(0.92, "extracting the mesh")
         mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)), fit.tuned, fit.detail)
         progress(0.98, "writing the result")
         return write_face_result(Path(_required(params, "job_dir")), generator, fit, mesh,
-                                 self.directions.describe(), edits)
+                                 self.directions.describe(), edits, photo_image)
 
 
 def _required(params: dict[str, Any], name: str) -> Any:

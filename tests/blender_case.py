@@ -176,6 +176,42 @@ def case_faults(workdir: str, good: str, two_faces: str, no_face: str, corrupt: 
     return facts
 
 
+def background_facts(camera: bpy.types.Object, grid: int = 24) -> dict:
+    """The photo camera's background image: size, whether packed, and its sRGB colour at the centres of a
+    grid x grid lattice over the image (rows from the top), as Blender itself decoded the file."""
+    import numpy as np
+
+    image = camera.data.background_images[0].image
+    width, height = image.size
+    pixels = np.empty(width * height * image.channels, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    pixels = pixels.reshape(height, width, image.channels)[::-1]   # Blender stores rows bottom-up
+    rows = ((np.arange(grid) + 0.5) * height / grid).astype(int)
+    cols = ((np.arange(grid) + 0.5) * width / grid).astype(int)
+    return {"size": [width, height], "packed": image.packed_file is not None,
+            "samples": pixels[np.ix_(rows, cols)][..., :3].round(4).tolist()}
+
+
+def case_corpus(workdir: str, *photos: str) -> dict:
+    """Import each photo into one scene; report its head, camera and background right after its import."""
+    facts = {}
+    for photo in photos:
+        outcome = import_photo(photo)
+        entry = dict(outcome)
+        head = bpy.data.objects.get(f"{Path(photo).stem} head")
+        if outcome["outcome"] == ["FINISHED"] and head is not None:
+            entry["head"] = describe_head(head)
+            entry["background"] = background_facts(bpy.data.objects[head.triface.input_camera])
+        facts[Path(photo).name] = entry
+    blend = str(Path(workdir) / "corpus.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    runtime = sys.modules[f"{ADDON}.runtime"]
+    runtime.shutdown()
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    facts["reopened_packed_photos"] = sorted(i.name for i in bpy.data.images if i.packed_file is not None)
+    return facts
+
+
 def case_texture(workdir: str, manifest_path: str) -> dict:
     """The scene builder given a result that carries UVs and a baked texture (as texture baking will send)."""
     runtime = sys.modules[f"{ADDON}.runtime"]
@@ -234,6 +270,8 @@ def main() -> int:
         facts = case_setup_engine(workdir, *rest)
     elif case == "faults":
         facts = case_faults(workdir, *rest)
+    elif case == "corpus":
+        facts = case_corpus(workdir, *rest)
     else:
         raise SystemExit(f"unknown case {case}")
     print("FACTS " + json.dumps(facts), flush=True)

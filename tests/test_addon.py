@@ -8,53 +8,24 @@ enabled, and driven through its operators exactly as in `blender -b`. The facts 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from blender_runner import BLENDERS, run_case
 from PIL import Image
 
-from inference.preprocess.detect import detect_faces
 from inference.preprocess.decode import load_photo
+from inference.preprocess.detect import detect_faces
 
-ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = ROOT / "tests" / "data" / "photos"
+PHOTOS = Path(__file__).parent / "data" / "photos"
 FRONTAL = PHOTOS / "congress_C000537.jpg"
 
 pytest.importorskip("bpy", reason="the add-on tests need Blender's `bpy` module (pip install bpy==5.0.1)")
 
-# Blender versions to test in: this environment's bpy (5.0), and 4.5 LTS where scripts/test.sh made its venv
-# (the engine always runs in this environment, whichever Blender drives it).
-BLENDERS = {"5.0": Path(sys.executable)}
-if (ROOT / ".venv-blender45" / "bin" / "python").is_file():
-    BLENDERS["4.5"] = ROOT / ".venv-blender45" / "bin" / "python"
-
-
 @pytest.fixture(scope="module", params=sorted(BLENDERS))
 def blender(request) -> Path:
     return BLENDERS[request.param]
-
-
-@pytest.fixture(scope="module")
-def extension_zip(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    completed = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_extension.py"), "--out", str(out),
-                                "--staging", str(out / "staging")], capture_output=True, text=True)
-    assert completed.returncode == 0, completed.stderr
-    return Path(completed.stdout.strip().splitlines()[-1])
-
-
-def run_case(blender: Path, case: str, zip_path: Path, workdir: Path, *args: str) -> dict:
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(workdir / "blender-user"), TRIFACE_ENGINE_PYTHON=sys.executable)
-    completed = subprocess.run([str(blender), str(ROOT / "tests" / "blender_case.py"), case, str(zip_path),
-                                str(workdir), *map(str, args)], capture_output=True, text=True, env=env,
-                               timeout=600)
-    facts = [line[6:] for line in completed.stdout.splitlines() if line.startswith("FACTS ")]
-    assert completed.returncode == 0 and facts, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return json.loads(facts[-1])
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from PIL import Image
 from inference.preprocess import align as A
 from inference.cameras import intrinsics_matrix, orbit_cam2world, project_points
 from inference.errors import FaceIndexError, NoFaceError, PhotoError
-from inference.preprocess.detect import FaceDetection, detect_faces, select_face
+from inference.preprocess.detect import FaceDetection, detect_faces, face_roll_deg, select_face
 from inference.preprocess.decode import load_photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,6 +138,63 @@ def test_large_jpeg_decodes_reduced_with_a_known_scale(tmp_path):
     assert photo.pixels[500, round(1500 * photo.scale), 0] == pytest.approx(127.5, abs=3)
 
 
+@pytest.mark.parametrize("size", [(4100, 3100), (3600, 4400), (4099, 4097)])
+def test_photo_over_the_size_cap_is_reduced_by_one_exact_factor_on_both_axes(tmp_path, size):
+    # A bright column and row at known positions of the original must land where `scale` says, on both axes.
+    pixels = np.zeros((size[1], size[0], 3), np.uint8)
+    column, row = size[0] - 301, size[1] - 301
+    pixels[:, column - 2:column + 3] = 255
+    pixels[row - 2:row + 3, :] = 255
+    Image.fromarray(pixels).save(tmp_path / "big.png")
+    photo = load_photo(tmp_path / "big.png")
+    height, width = photo.pixels.shape[:2]
+    assert max(width, height) == 4096 and photo.original_size == size
+    assert photo.scale == 4096 / max(size)
+    assert (width, height) == tuple(int(side * photo.scale) if side != max(size) else 4096 for side in size)
+    grey = photo.pixels[..., 0].astype(float)
+    found_column = (grey[height // 3] * (np.arange(width) + 0.5)).sum() / grey[height // 3].sum()
+    found_row = (grey[:, width // 3] * (np.arange(height) + 0.5)).sum() / grey[:, width // 3].sum()
+    assert found_column == pytest.approx((column + 0.5) * photo.scale, abs=0.1)
+    assert found_row == pytest.approx((row + 0.5) * photo.scale, abs=0.1)
+    assert not photo.as_stored
+
+
+@pytest.mark.parametrize("suffix", [".heic", ".avif"])
+def test_heic_and_avif_photos_are_read(tmp_path, suffix):
+    source = load_photo(PHOTOS / "congress_C000537.jpg")
+    Image.fromarray(source.pixels).save(tmp_path / f"face{suffix}", quality=95)
+    photo = load_photo(tmp_path / f"face{suffix}")
+    assert photo.pixels.shape == source.pixels.shape and not photo.as_stored
+    assert np.abs(photo.pixels.astype(float) - source.pixels).mean() < 4
+
+
+def test_heic_portrait_is_shown_upright(tmp_path):
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:6, :6] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "portrait.heic", exif=exif.tobytes(), quality=95)
+    photo = load_photo(tmp_path / "portrait.heic")
+    assert photo.pixels.shape == (40, 20, 3)
+    assert photo.pixels[2, -3, 0] > 180 and photo.pixels[2, 2, 0] < 80
+
+
+def test_only_an_upright_8_bit_jpeg_or_png_stands_for_its_own_pixels(tmp_path):
+    assert load_photo(PHOTOS / "congress_C000537.jpg").as_stored
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    Image.new("RGB", (8, 8)).save(tmp_path / "turned.jpg", exif=exif)
+    Image.new("RGBA", (8, 8)).save(tmp_path / "alpha.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.webp")
+    assert not any(load_photo(tmp_path / name).as_stored for name in ("turned.jpg", "alpha.png", "photo.webp"))
+
+
+def test_an_unknown_format_says_which_formats_are_read(tmp_path):
+    (tmp_path / "scan.xyz").write_bytes(b"\x00\x01 no image format starts like this" * 20)
+    with pytest.raises(PhotoError, match="scan.xyz: not an image format.*HEIC/HEIF or AVIF"):
+        load_photo(tmp_path / "scan.xyz")
+
+
 def test_too_many_megapixels_is_refused(tmp_path):
     Image.new("RGB", (1000, 1000)).save(tmp_path / "wide.png")
     with pytest.raises(PhotoError, match="megapixels"):
@@ -191,6 +248,50 @@ def test_landmarks_follow_the_photo_scale(factor):
     [face] = detect_faces(resized)
     error = np.linalg.norm(face.landmarks / factor - faces[0].landmarks, axis=1)
     assert np.median(error) < 0.05 * _inter_ocular(faces[0].landmarks)
+
+
+def _turned(pixels: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """The photo turned counter-clockwise on a canvas that holds it all, and turned_from_photo (3, 3)."""
+    image = Image.fromarray(pixels)
+    turned = image.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(128, 128, 128))
+    to_centre = np.array([[1, 0, -image.width / 2], [0, 1, -image.height / 2], [0, 0, 1.0]])
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    from_centre = np.array([[1, 0, turned.width / 2], [0, 1, turned.height / 2], [0, 0, 1.0]])
+    return np.asarray(turned), from_centre @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1.0]]) @ to_centre
+
+
+@pytest.mark.parametrize("degrees", [45, 90, 180, -120])
+def test_a_tilted_or_upside_down_head_is_found_with_its_true_roll(degrees):
+    pixels, faces = _faces("congress_C000537.jpg")
+    turned, turned_from_photo = _turned(pixels, degrees)
+    [face] = detect_faces(turned)
+    expected = _apply(turned_from_photo, faces[0].landmarks)
+    error = np.linalg.norm(face.landmarks - expected, axis=1)
+    assert np.median(error) < 0.05 * _inter_ocular(expected)
+    assert A.estimate_pose(face.landmarks, turned.shape[1::-1]).crop_from_photo is not None
+    roll = np.degrees(np.arctan2(-(expected[45] - expected[36])[1], (expected[45] - expected[36])[0]))
+    assert abs((face_roll_deg(face.landmarks) - roll + 180) % 360 - 180) < 5
+
+
+def test_without_retries_an_upside_down_head_is_not_taken_for_an_upright_one():
+    pixels, _ = _faces("congress_C000537.jpg")
+    turned, _ = _turned(pixels, 180)
+    assert detect_faces(turned, retry=False) == []
+    assert detect_faces(turned)[0].rotation_deg == 180
+
+
+def test_a_small_face_in_a_large_frame_is_found_on_an_upscaled_copy():
+    # Half size in a 12-megapixel frame: about 45 px across where the detector looks at the whole photo.
+    pixels, faces = _faces("congress_C000537.jpg")
+    small = Image.fromarray(pixels).resize((pixels.shape[1] // 2, pixels.shape[0] // 2), Image.Resampling.BICUBIC)
+    canvas = np.full((3000, 4000, 3), 128, np.uint8)
+    canvas[1200:1200 + small.height, 1700:1700 + small.width] = np.asarray(small)
+    assert detect_faces(canvas, retry=False) == []
+    [face] = detect_faces(canvas)
+    assert face.upscaled
+    expected = faces[0].landmarks * [small.width / pixels.shape[1], small.height / pixels.shape[0]] + [1700, 1200]
+    error = np.linalg.norm(face.landmarks - expected, axis=1)
+    assert np.median(error) < 0.05 * _inter_ocular(expected)
 
 
 def test_two_faces_come_largest_first():

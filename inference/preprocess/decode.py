@@ -1,8 +1,11 @@
 """Load a user's photo as the (H, W, 3) uint8 RGB array that every later pixel coordinate refers to.
 
 Frames: `Photo.pixels` is upright (EXIF orientation applied), u right, v down, pixel i covering
-[i, i + 1) as in `inference.cameras`. Large photos come back reduced; `Photo.scale` maps a point of the
-upright original to the returned array: (u, v)_pixels = scale * (u, v)_original.
+[i, i + 1) as in `inference.cameras`. Large photos come back reduced by one exact, uniform factor:
+(u, v)_pixels = scale * (u, v)_original on both axes (the reduced image may stop short of the original's
+last row or column by less than one of its own pixels, so that no rounding stretches one axis).
+
+Formats: whatever Pillow reads (JPEG, PNG, WebP, TIFF, BMP, GIF, AVIF, ...) and HEIC/HEIF through pillow-heif.
 """
 
 from __future__ import annotations
@@ -12,27 +15,41 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import PhotoError
+from ..fileio import atomic_write
+
+try:   # HEIC/HEIF, the iPhone's default; AVIF is built into Pillow itself
+    import pillow_heif
+except ImportError:   # an engine environment without it reads everything else and says what is missing
+    pillow_heif = None
+else:
+    pillow_heif.register_heif_opener()
 
 MAX_SIDE = 4096       # longest side of the returned array; a face needs far fewer pixels than this
 MID_GREY = (128, 128, 128)
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}   # EXIF orientations that swap width and height
+HEIF_SUFFIXES = (".heic", ".heif", ".hif")
+# Files any image viewer, Blender among them, decodes to exactly the pixels Pillow gives (8-bit, no alpha).
+_VIEWER_EXACT = {"JPEG": ("RGB", "L"), "PNG": ("RGB", "L")}
+SUPPORTED = "JPEG, PNG, WebP, TIFF, BMP, HEIC/HEIF or AVIF"
 _PIXEL_LIMIT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
 class Photo:
     """An upright RGB photo. `pixels` (H, W, 3) uint8; `original_size` (W, H) of the upright file before
-    any reduction; `scale` maps original pixel coordinates onto `pixels` (about W / original W: exact for
-    the JPEG decoder's 1/2, 1/4, 1/8, and within a pixel across the image after a resize)."""
+    any reduction; `scale` maps original pixel coordinates onto `pixels`, exactly and on both axes.
+    `as_stored`: the file itself, opened by any viewer, shows exactly `pixels` (an upright 8-bit JPEG or PNG
+    without alpha, not reduced), so it can stand for them; otherwise only `pixels` show what was fitted."""
 
     pixels: np.ndarray
     path: Path
     original_size: tuple[int, int]
     scale: float
+    as_stored: bool = False
 
 
 def load_photo(path, max_megapixels: float = 250, max_side: int = MAX_SIDE) -> Photo:
@@ -48,23 +65,35 @@ def load_photo(path, max_megapixels: float = 250, max_side: int = MAX_SIDE) -> P
     if not path.is_file():
         raise PhotoError(f"{path}: not a file; choose an image file (JPEG, PNG, ...)")
     try:
-        image, draft_scale, original_size = _decode_upright(path, max_megapixels, max_side)
+        image, draft_scale, original_size, viewer_exact = _decode_upright(path, max_megapixels, max_side)
         pixels = _to_rgb(image)
     except PhotoError:
         raise
+    except UnidentifiedImageError as exc:
+        raise PhotoError(_unrecognised_message(path)) from exc
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise PhotoError(f"{path}: cannot read this image ({exc}); the file may be corrupt or truncated, "
                          f"re-export or re-download it") from exc
     pixels, resize_scale = _cap_size(pixels, max_side)
-    return Photo(pixels=pixels, path=path, original_size=original_size,
-                 scale=draft_scale * resize_scale)
+    scale = draft_scale * resize_scale
+    return Photo(pixels=pixels, path=path, original_size=original_size, scale=scale,
+                 as_stored=viewer_exact and scale == 1.0)
+
+
+def _unrecognised_message(path: Path) -> str:
+    if path.suffix.lower() in HEIF_SUFFIXES and pillow_heif is None:
+        return (f"{path}: HEIC/HEIF photos need the pillow-heif package in the engine's environment "
+                f"(pip install pillow-heif), or convert the photo to JPEG")
+    return f"{path}: not an image format TriFace reads; use a {SUPPORTED} file"
 
 
 def _decode_upright(path: Path, max_megapixels: float,
-                    max_side: int) -> tuple[Image.Image, float, tuple[int, int]]:
+                    max_side: int) -> tuple[Image.Image, float, tuple[int, int], bool]:
     """Decode `path` and turn it upright; JPEGs decode straight at a reduced size when they are large.
 
-    Returns the image, the scale its decoding applied, and the upright (W, H) of the full-size file.
+    Returns the image, the scale its decoding applied (the JPEG decoder's 1/2, 1/4 or 1/8: exact, since each
+    of its output pixels covers a whole block of source pixels), the upright (W, H) of the full-size file,
+    and whether the file as stored shows the same pixels (see `Photo.as_stored`).
     """
     # Pillow's own bomb check (a process-wide setting) is replaced by ours for this one decode.
     with _PIXEL_LIMIT_LOCK:
@@ -86,11 +115,14 @@ def _decode_upright(path: Path, max_megapixels: float,
                     if drafted is not None:
                         draft_scale = drafted[1][2] / width
                 image.load()
-                transposes = image.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSING_ORIENTATIONS
+                orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
                 upright = ImageOps.exif_transpose(image)
+                viewer_exact = (orientation == 1 and image.mode in _VIEWER_EXACT.get(image.format, ())
+                                and "transparency" not in image.info)
         finally:
             Image.MAX_IMAGE_PIXELS = saved_limit
-    return upright, draft_scale, (height, width) if transposes else (width, height)
+    size = (height, width) if orientation in _TRANSPOSING_ORIENTATIONS else (width, height)
+    return upright, draft_scale, size, viewer_exact
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
@@ -125,11 +157,25 @@ def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
 
 
 def _cap_size(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """Reduce (H, W, 3) so its longest side is at most `max_side`; returns it and the width ratio."""
+    """Reduce (H, W, 3) so its longest side is `max_side` (if longer) by one factor on both axes -> the
+    reduced pixels and that factor.
+
+    The shorter side's pixel count is rounded down and its source extent cut to match, so the factor is the
+    same on both axes (a rounded size would stretch one axis by up to half a pixel: no longer square pixels).
+    """
     height, width = pixels.shape[:2]
-    if max(height, width) <= max_side:
+    longest = max(height, width)
+    if longest <= max_side:
         return pixels, 1.0
-    ratio = max_side / max(height, width)
-    size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
-    reduced = Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return np.asarray(reduced), size[0] / width
+    ratio = max_side / longest
+    size = (max_side, max(1, int(height * ratio))) if width == longest else (max(1, int(width * ratio)), max_side)
+    box = (0.0, 0.0, min(width, size[0] / ratio), min(height, size[1] / ratio))
+    reduced = Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    return np.asarray(reduced), ratio
+
+
+def save_pixels(path: Path, pixels: np.ndarray) -> None:
+    """Write (H, W, 3) uint8 pixels as a PNG (lossless, so every viewer shows these very pixels), atomically."""
+    # Fast compression: a 12-megapixel photo takes a fraction of a second instead of several.
+    atomic_write(Path(path), lambda temporary: Image.fromarray(pixels).save(temporary, format="PNG",
+                                                                            compress_level=1))

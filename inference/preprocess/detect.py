@@ -3,6 +3,11 @@
 Frame: every coordinate is in photo pixels of the array given to `detect_faces`, u right, v down,
 pixel i covering [i, i + 1) (so its centre is i + 0.5) as in `inference.cameras`. dlib puts pixel
 centres at integers; the conversion happens here and nowhere else.
+
+dlib's frontal detector finds faces rolled up to about 30 degrees in the image plane and about 80 px across.
+When it finds none, the photo is searched again on an upscaled copy (small faces), then on copies rotated in
+45-degree steps (tilted heads, sideways or upside-down scans). A face found on a rotated copy gets its
+landmarks from an upright patch of the full-resolution photo, mapped back: they keep the head's true roll.
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ DETECTION_MAX_SIDE = 1024   # HOG detection runs at most at this size: faster, a
 UPSAMPLE_BELOW_SIDE = 400   # smaller photos are upsampled once so faces down to ~40 px are found
 # dlib's HOG scores real faces at about 1 to 2; texture in clothing or backgrounds can score just above 0.
 MIN_DETECTION_SCORE = 0.3
+# Tried in this order when the photo as it is shows no face: the detector covers +-30 degrees around each.
+RETRY_ROTATIONS_DEG = (90.0, -90.0, 180.0, 45.0, -45.0, 135.0, -135.0)
+VERIFY_FACE_PX = 90           # the face's size in the patch that checks which way up it is (CNN: ~0.1 s)
+UPRIGHT_TOLERANCE_DEG = 20.0  # a face rolled further gets its landmarks from an upright patch
+ROLL_ROUNDS, ROLL_SETTLED_DEG = 3, 3.0
+ROLL_SEARCH_DEG, ROLL_SEARCH_MARGIN = (-60.0, -40.0, -20.0, 20.0, 40.0, 60.0), 0.3
+MIN_FACE_PX = 100             # the upright patch shows the face at least this large to the HOG detector
+LANDMARK_FACE_MAX_PX = 800    # the landmarks' patch keeps the photo's resolution up to this face size
+CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
 SHAPE_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 
 
@@ -33,14 +47,20 @@ class FaceDetection:
     box: tuple[float, float, float, float]
     landmarks: np.ndarray
     score: float
+    rotation_deg: float = 0.0   # the copy it was found on was turned this much counter-clockwise
+    upscaled: bool = False      # found only on the upscaled copy
 
     @property
     def area(self) -> float:
         return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
 
 
-def detect_faces(pixels: np.ndarray) -> list[FaceDetection]:
-    """All faces in an (H, W, 3) uint8 RGB photo, largest first (possibly none)."""
+def detect_faces(pixels: np.ndarray, retry: bool = True) -> list[FaceDetection]:
+    """All faces in an (H, W, 3) uint8 RGB photo, largest first (possibly none).
+
+    With `retry`, a photo where none is found is searched again: upscaled once, then turned by each of
+    RETRY_ROTATIONS_DEG in turn; the first search that finds faces gives the result.
+    """
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"detect_faces: expected an (H, W, 3) RGB array, got shape {pixels.shape}")
@@ -51,15 +71,155 @@ def detect_faces(pixels: np.ndarray) -> list[FaceDetection]:
     if shrink < 1.0:
         size = (max(1, round(width * shrink)), max(1, round(height * shrink)))
         small = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
-        shrink = size[0] / width  # the resize maps pixel edges by exactly this ratio
+    # The resize maps pixel edges by exactly these ratios: small = diag(sx, sy) @ photo.
+    small_from_photo = np.diag([small.shape[1] / width, small.shape[0] / height, 1.0])
     upsample = 1 if longest < UPSAMPLE_BELOW_SIDE else 0
-    rects, scores, _ = _detector().run(small, upsample, MIN_DETECTION_SCORE)
-    faces = []
-    for rect, score in zip(rects, scores):
-        # dlib's box holds the pixels left..right inclusive; its edges are left and right + 1.
-        box = tuple(float(v) / shrink for v in (rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1))
-        faces.append(FaceDetection(box=box, landmarks=landmarks_in_box(pixels, box), score=float(score)))
-    return sorted(faces, key=lambda face: face.area, reverse=True)
+    searches = [(0.0, upsample, False)]
+    if retry:
+        searches += [(0.0, upsample + 1, True)] + [(degrees, upsample, False) for degrees in RETRY_ROTATIONS_DEG]
+    for degrees, times, upscaled in searches:
+        image, image_from_small = (small, np.eye(3)) if degrees == 0.0 else _rotated(small, degrees)
+        photo_from_image = np.linalg.inv(image_from_small @ small_from_photo)
+        rects, scores, _ = _detector().run(image, times, MIN_DETECTION_SCORE)
+        detection_scale = small_from_photo[0, 0] * 2 ** times
+        faces = [face for rect, score in zip(rects, scores)
+                 if (face := _checked_face(pixels, _apply(photo_from_image, _corners(rect)), float(score),
+                                           degrees, upscaled, detection_scale)) is not None]
+        if faces:
+            return sorted(faces, key=lambda face: face.area, reverse=True)
+    return []
+
+
+def _checked_face(pixels: np.ndarray, corners: np.ndarray, score: float, degrees: float, upscaled: bool,
+                  detection_scale: float) -> FaceDetection | None:
+    """The face whose detection box has these corners (4, 2) in the photo (found on a copy turned by
+    `degrees`, at `detection_scale` image pixels per photo pixel), or None when it is a face upside down:
+    HOG fires on those too, and the shape predictor then draws an upright face on them. dlib's CNN detector
+    never finds an upside-down face, so it tells which way up the face is.
+
+    A face rolled more than UPRIGHT_TOLERANCE_DEG, or found on a turned copy, gets its box and landmarks again
+    from a patch of the photo turned upright by its eye line (the shape predictor expects upright faces),
+    until the roll its landmarks show settles.
+    """
+    box = (*corners.min(0), *corners.max(0))
+    side = float(np.linalg.norm(corners[1] - corners[0]))
+    centre = corners.mean(0)
+    if degrees == 0.0:
+        landmarks = landmarks_in_box(pixels, box)
+    else:
+        landmarks = _landmarks_upright(pixels, centre, side, -degrees)
+    turn = face_roll_deg(landmarks)
+    patch, _ = _patch(pixels, centre, turn, VERIFY_FACE_PX / side, int(VERIFY_FACE_PX * 1.8))
+    if not len(_cnn_detector()(patch, 0)) and len(_cnn_detector()(np.ascontiguousarray(patch[::-1, ::-1]), 0)):
+        return None
+    # Rolled far past the shape predictor's range, a face gets landmarks that look upright but are not: the
+    # HOG detector, which prefers upright faces, tells the roll then.
+    correction = _roll_correction(pixels, centre, side, turn)
+    turn += correction
+    if degrees != 0.0 or abs(turn) > UPRIGHT_TOLERANCE_DEG or correction:
+        scale = max(detection_scale, MIN_FACE_PX / side)
+        for _ in range(ROLL_ROUNDS):
+            patch, photo_from_patch = _patch(pixels, centre, turn, scale, int(np.ceil(2.5 * side * scale)))
+            upright = _best_detection(patch)
+            if upright is None:
+                break
+            found = _apply(photo_from_patch, _corners(upright[0]))
+            centre, side = found.mean(0), float(np.linalg.norm(found[1] - found[0]))
+            landmarks = _landmarks_upright(pixels, centre, side, turn)
+            settled = abs(_wrap_deg(face_roll_deg(landmarks) - turn)) < ROLL_SETTLED_DEG
+            turn = face_roll_deg(landmarks)
+            if settled:
+                break
+    return FaceDetection(box=tuple(float(v) for v in box), landmarks=landmarks, score=score,
+                         rotation_deg=degrees, upscaled=upscaled)
+
+
+def _roll_correction(pixels: np.ndarray, centre: np.ndarray, side: float, turn: float) -> float:
+    """The change of roll (one of ROLL_SEARCH_DEG) under which the HOG detector scores the face clearly
+    higher than at `turn` (by ROLL_SEARCH_MARGIN), or 0."""
+    scores = {}
+    for offset in (0.0, *ROLL_SEARCH_DEG):
+        patch, _ = _patch(pixels, centre, turn + offset, MIN_FACE_PX / side, int(MIN_FACE_PX * 2.5))
+        found = _best_detection(patch, min_score=-1.0)
+        scores[offset] = -np.inf if found is None else found[1]
+    best = max(scores, key=scores.get)
+    return best if scores[best] > scores[0.0] + ROLL_SEARCH_MARGIN else 0.0
+
+
+def _wrap_deg(degrees: float) -> float:
+    return (degrees + 180.0) % 360.0 - 180.0
+
+
+def face_roll_deg(landmarks: np.ndarray) -> float:
+    """How far the face is turned counter-clockwise in the image (degrees, -180..180) by its eye line: the
+    subject's right eye (36..41) lies to the left of the left eye (42..47) in an upright face."""
+    eye_line = landmarks[42:48].mean(0) - landmarks[36:42].mean(0)
+    return float(np.degrees(np.arctan2(-eye_line[1], eye_line[0])))
+
+
+def _best_detection(image: np.ndarray, min_score: float = MIN_DETECTION_SCORE) -> tuple[dlib.rectangle, float] | None:
+    rects, scores, _ = _detector().run(image, 0, min_score)
+    if not len(rects):
+        return None
+    best = int(np.argmax(scores))
+    return rects[best], float(scores[best])
+
+
+def _landmarks_upright(pixels: np.ndarray, centre: np.ndarray, side: float, turn: float) -> np.ndarray:
+    """Landmarks (68, 2) in photo pixels of a face turned by `turn` degrees whose upright detection box has
+    this centre and side (photo pixels): predicted on an upright patch of the photo at up to full
+    resolution, then mapped back."""
+    scale = min(1.0, LANDMARK_FACE_MAX_PX / side)
+    size = int(np.ceil(2.0 * side * scale))
+    patch, photo_from_patch = _patch(pixels, centre, turn, scale, size)
+    half = side * scale / 2
+    box = (size / 2 - half, size / 2 - half, size / 2 + half, size / 2 + half)
+    return _apply(photo_from_patch, landmarks_in_box(patch, box))
+
+
+def _patch(pixels: np.ndarray, centre: np.ndarray, turn: float, scale: float,
+           size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A (size, size, 3) patch of the photo centred on `centre`, turned by -`turn` degrees (so a face turned
+    by `turn` stands upright in it) and scaled by `scale` -> the patch and photo_from_patch (3, 3)."""
+    photo_from_patch = _translation(*centre) @ _rotation(turn) @ np.diag([1 / scale, 1 / scale, 1.0]) @ \
+        _translation(-size / 2, -size / 2)
+    patch = Image.fromarray(pixels).transform((size, size), Image.Transform.AFFINE,
+                                              tuple(photo_from_patch[:2].ravel()),
+                                              resample=Image.Resampling.BILINEAR, fillcolor=(128, 128, 128))
+    return np.asarray(patch), photo_from_patch
+
+
+def _corners(rect: dlib.rectangle) -> np.ndarray:
+    """(4, 2) pixel-edge corners of a dlib box (which holds the pixels left..right inclusive), clockwise."""
+    return np.array([[rect.left(), rect.top()], [rect.right() + 1, rect.top()],
+                     [rect.right() + 1, rect.bottom() + 1], [rect.left(), rect.bottom() + 1]], float)
+
+
+def _rotated(image: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """`image` turned counter-clockwise by `degrees` on a canvas that holds all of it (mid-grey corners) ->
+    the turned image and turned_from_image (3, 3), in pixel-edge coordinates."""
+    height, width = image.shape[:2]
+    turned = Image.fromarray(image).rotate(degrees, resample=Image.Resampling.BILINEAR, expand=True,
+                                           fillcolor=(128, 128, 128))
+    # Pillow turns about the image's centre and centres the expanded canvas on it.
+    turned_from_image = _translation(turned.width / 2, turned.height / 2) @ _rotation(degrees) @ \
+        _translation(-width / 2, -height / 2)
+    return np.asarray(turned), turned_from_image
+
+
+def _rotation(degrees: float) -> np.ndarray:
+    """(3, 3) turn by `degrees` counter-clockwise as seen on screen (v points down)."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _translation(tx: float, ty: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
+
+
+def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Affine (3, 3) applied to points (N, 2)."""
+    return points @ matrix[:2, :2].T + matrix[:2, 2]
 
 
 def select_face(faces: list[FaceDetection], index: int = 0, photo_name: str = "") -> FaceDetection:
@@ -86,6 +246,11 @@ def landmarks_in_box(pixels: np.ndarray, box: tuple[float, float, float, float])
 @functools.cache
 def _detector():
     return dlib.get_frontal_face_detector()
+
+
+@functools.cache
+def _cnn_detector():
+    return dlib.cnn_face_detection_model_v1(str(model_file(CNN_DETECTOR_FILE)))
 
 
 @functools.cache
