@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from inference import wire
 from inference.editing import edit_directions
 from inference.errors import UnknownFaceError
 from inference.model_io import DEFAULT_MODEL_DIR, load_model
+from inference.preprocess.decode import load_photo
 from inference.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,8 +80,24 @@ def test_session_inverts_a_photo_and_resynthesises_it_with_an_edit(tmp_path):
     assert edited["face_id"] == result["face_id"] and edited["edit_values"] == {"jaw_open": 1.0}
     moved = wire.load_arrays(tmp_path / "b" / "mesh.npz", wire.MESH_ARRAYS)
     assert len(moved["vertices"]) != len(mesh["vertices"]) or not np.allclose(moved["vertices"], mesh["vertices"])
+    assert result["photo_image"] == {"file": str(PHOTO), "size": [450, 550], "copy": False, "scale": 1.0}
     with pytest.raises(UnknownFaceError, match="import the photo again"):
         session.synthesize({"face_id": "nope", "job_dir": str(tmp_path / "c")}, lambda f, m: None)
+
+
+def test_the_result_names_an_upright_copy_of_a_photo_a_viewer_would_show_turned(tmp_path):
+    upright = Image.open(PHOTO).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 8   # stored turned 90 degrees clockwise; viewers turn it back
+    upright.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    result = Session(model="default", device="cpu").invert(
+        {"image": str(tmp_path / "phone.jpg"), "job_dir": str(tmp_path / "job"), "steps": 0, "mesh_resolution": 64},
+        lambda f, m: None)
+    shown = result["photo_image"]
+    assert shown["copy"] and Path(shown["file"]) == tmp_path / "job" / "photo.png"
+    assert shown["size"] == [450, 550] == result["input_camera"]["resolution"]
+    np.testing.assert_array_equal(np.asarray(Image.open(shown["file"])), load_photo(tmp_path / "phone.jpg").pixels)
+    assert np.abs(np.asarray(Image.open(shown["file"]), dtype=float) - np.asarray(upright)).mean() < 3
 
 
 class EngineProcess:
