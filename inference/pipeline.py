@@ -96,7 +96,7 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path | Photo, model_i
     photo_path = photo.path
     report(0.05, "finding the face")
     faces = detect_faces(photo.pixels)
-    face = select_face(faces, face_index, Path(photo_path).name)
+    face = select_face(faces, face_index, Path(photo_path).name, photo.pixels.shape[1::-1])
     height, width = photo.pixels.shape[:2]
     crop_size = generator.config.img_resolution
     device = generator.w_avg.device

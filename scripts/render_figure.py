@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import bpy
+import numpy as np
 from PIL import Image
 
 TILE = 320
@@ -24,6 +25,19 @@ def render(camera: bpy.types.Object, resolution: tuple[int, int], path: Path) ->
     scene.render.filepath = str(path)
     bpy.ops.render.render(write_still=True)
     return Image.open(path).convert("RGBA")
+
+
+def shown_image(image: bpy.types.Image) -> Image.Image:
+    """A Blender image as Blender shows it (packed or not, whatever its file format), as RGBA."""
+    width, height = image.size
+    pixels = np.empty(width * height * image.channels, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    pixels = pixels.reshape(height, width, image.channels)[::-1]   # Blender stores rows bottom-up
+    rgba = np.ones((height, width, 4), dtype=np.float32)
+    rgba[..., :min(image.channels, 4)] = pixels[..., :4]
+    if image.channels < 3:
+        rgba[..., 1:3] = rgba[..., :1]
+    return Image.fromarray(np.round(np.clip(rgba, 0, 1) * 255).astype(np.uint8), "RGBA")
 
 
 def tile(image: Image.Image) -> Image.Image:
@@ -55,7 +69,7 @@ def main() -> int:
             for other in bpy.data.objects:   # render one head at a time
                 other.hide_render = other.type == "MESH" and other is not head
             photo_camera = next(o for o in collection.objects if o.type == "CAMERA" and o.parent is None)
-            photo = Image.open(photo_camera.data.background_images[0].image.filepath_from_user()).convert("RGBA")
+            photo = shown_image(photo_camera.data.background_images[0].image)
             overlay = render(photo_camera, photo.size, Path(tmp) / "photo_view.png")
             blended = Image.blend(photo, Image.alpha_composite(photo, overlay), 0.75)
             orbit = sorted((o for o in collection.objects if o.type == "CAMERA" and o.parent is not None),

@@ -310,6 +310,11 @@ def test_blank_image_has_no_face():
         select_face(detect_faces(np.full((300, 400, 3), 128, np.uint8)), photo_name="blank.png")
 
 
+def test_no_face_in_a_large_photo_says_how_large_a_face_must_be_there():
+    with pytest.raises(NoFaceError, match="at least ~156 px across in a photo this large"):
+        select_face([], photo_name="crowd.jpg", image_size=(4000, 3000))
+
+
 def test_face_index_out_of_range_says_how_many_were_found():
     faces = [FaceDetection(box=(0.0, 0.0, 10.0, 10.0), landmarks=np.zeros((68, 2)), score=1.0)] * 2
     assert select_face(faces, 1) is faces[1]

@@ -27,6 +27,7 @@ DETECTION_MAX_SIDE = 1024   # HOG detection runs at most at this size: faster, a
 UPSAMPLE_BELOW_SIDE = 400   # smaller photos are upsampled once so faces down to ~40 px are found
 # dlib's HOG scores real faces at about 1 to 2; texture in clothing or backgrounds can score just above 0.
 MIN_DETECTION_SCORE = 0.3
+HOG_MIN_FACE_PX = 80   # the frontal detector's window: smaller faces are found only on upscaled images
 # Tried in this order when the photo as it is shows no face: the detector covers +-30 degrees around each.
 RETRY_ROTATIONS_DEG = (90.0, -90.0, 180.0, 45.0, -45.0, 135.0, -135.0)
 VERIFY_FACE_PX = 90           # the face's size in the patch that checks which way up it is (CNN: ~0.1 s)
@@ -222,13 +223,24 @@ def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:2, :2].T + matrix[:2, 2]
 
 
-def select_face(faces: list[FaceDetection], index: int = 0, photo_name: str = "") -> FaceDetection:
+def smallest_face_px(image_size: tuple[int, int]) -> float:
+    """About the smallest face (box side, photo pixels) `detect_faces` finds in a photo of (W, H) `image_size`:
+    HOG needs 80 px, and the upscaled search sees the photo at twice the detection size."""
+    longest = max(image_size)
+    detection_scale = min(1.0, DETECTION_MAX_SIDE / longest) * (2 if longest < UPSAMPLE_BELOW_SIDE else 1)
+    return HOG_MIN_FACE_PX / (2 * detection_scale)
+
+
+def select_face(faces: list[FaceDetection], index: int = 0, photo_name: str = "",
+                image_size: tuple[int, int] | None = None) -> FaceDetection:
     """The `index`-th face of `faces` (largest first), or a NoFaceError / FaceIndexError that tells the
-    user what to change."""
+    user what to change (with the smallest face findable in a photo of (W, H) `image_size`, when given)."""
     name = photo_name or "the photo"
     if not faces:
+        smallest = 80 if image_size is None else round(smallest_face_px(image_size))
         raise NoFaceError(f"no face found in {name}: use a photo where one face is clearly visible, "
-                          f"at least ~80 px across")
+                          f"at least ~{smallest} px across" + ("" if image_size is None or smallest <= 80 else
+                                                              " in a photo this large (or crop it closer)"))
     if not -len(faces) <= index < len(faces):
         raise FaceIndexError(f"face index {index} asked for, but {len(faces)} face(s) found in {name}: "
                              f"use an index from 0 to {len(faces) - 1} (0 is the largest face)")
