@@ -100,7 +100,9 @@ def read_face(image: np.ndarray, fallback_box: tuple[float, float, float, float]
     of a poor fit, small crops); without it that raises NoFaceError.
     """
     image = np.ascontiguousarray(image, dtype=np.uint8)
-    faces = detect_faces(image)
+    # Crops and renders are upright and framed: a face the plain search misses is measured in the fallback box,
+    # not hunted for on rotated or upscaled copies, so that the figures stay comparable between versions.
+    faces = detect_faces(image, retry=False)
     if faces:
         landmarks = faces[0].landmarks
     elif fallback_box is not None:
