@@ -46,7 +46,7 @@ def _scaled_on_canvas(source: Image.Image, size: tuple[int, int], face_scale: fl
     return canvas, np.array([[sx, 0.0, offset[0]], [0.0, sy, offset[1]], [0.0, 0.0, 1.0]])
 
 
-def _rotated(source: Image.Image, degrees: float) -> tuple[Image.Image, np.ndarray]:
+def rotated(source: Image.Image, degrees: float) -> tuple[Image.Image, np.ndarray]:
     """`source` turned counter-clockwise by `degrees` on a canvas that holds it all (Pillow's `expand`)."""
     turned = source.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=GREY)
     c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
@@ -102,7 +102,7 @@ def build_corpus(source: Path, folder: Path) -> list[CorpusPhoto]:
 
     # Heads turned in the image plane: a tilted photo, a sideways scan, an upside-down scan.
     for degrees in (45, 90, 180):
-        upright, matrix = _rotated(photo, degrees)
+        upright, matrix = rotated(photo, degrees)
         add(f"rotated_{degrees}.png", upright, matrix, lambda p, im=upright: im.save(p))
 
     # A small face in a large frame: the photo at half its size in a 12-megapixel picture.

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from photo_corpus import rotated
 from PIL import Image
 
-from inference.preprocess import align as A
 from inference.cameras import intrinsics_matrix, orbit_cam2world, project_points
 from inference.errors import FaceIndexError, NoFaceError, PhotoError
-from inference.preprocess.detect import FaceDetection, detect_faces, face_roll_deg, select_face
+from inference.preprocess import align as A
 from inference.preprocess.decode import load_photo
+from inference.preprocess.detect import FaceDetection, detect_faces, face_roll_deg, select_face
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = Path(__file__).parent / "data" / "photos"
@@ -252,12 +253,8 @@ def test_landmarks_follow_the_photo_scale(factor):
 
 def _turned(pixels: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
     """The photo turned counter-clockwise on a canvas that holds it all, and turned_from_photo (3, 3)."""
-    image = Image.fromarray(pixels)
-    turned = image.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(128, 128, 128))
-    to_centre = np.array([[1, 0, -image.width / 2], [0, 1, -image.height / 2], [0, 0, 1.0]])
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    from_centre = np.array([[1, 0, turned.width / 2], [0, 1, turned.height / 2], [0, 0, 1.0]])
-    return np.asarray(turned), from_centre @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1.0]]) @ to_centre
+    turned, turned_from_photo = rotated(Image.fromarray(pixels), degrees)
+    return np.asarray(turned), turned_from_photo
 
 
 @pytest.mark.parametrize("degrees", [45, 90, 180, -120])
