@@ -2,7 +2,8 @@
 
 Stages: mapping, tri-plane synthesis, one full image at neural rendering resolution 64 and 128 (volume
 render + super-resolution), density at 1M random points, and mesh extraction (grid density, marching
-cubes, largest component, vertex colours) at 128^3 and 256^3. Each is timed after a warm-up run; memory is
+cubes, largest component, vertex colours) at 128^3 and 256^3. With `--photos DIR`, instead: decoding and
+face detection for each image in DIR (size, the copy the face was found on, seconds, peak memory). Each is timed after a warm-up run; memory is
 the peak above the stage's starting point (CUDA: allocator peak; CPU: resident set size, sampled).
 """
 
@@ -120,6 +121,29 @@ def bench_preset(preset: str, device: torch.device, quick: bool) -> dict[str, An
             "parameters": sum(p.numel() for p in generator.parameters()), "stages": results}
 
 
+def bench_photos(folder: Path, device: torch.device, quick: bool) -> list[dict[str, Any]]:
+    """Decode and detect on every file of `folder` (each a photo as a user gives it)."""
+    from .errors import TriFaceError
+    from .preprocess.decode import load_photo
+    from .preprocess.detect import detect_faces
+
+    results = []
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        try:
+            photo = load_photo(path)
+        except TriFaceError as exc:
+            results.append({"photo": path.name, "error": str(exc)})
+            continue
+        faces = detect_faces(photo.pixels)
+        results.append({"photo": path.name, "size": list(photo.original_size),
+                        "decoded": list(photo.pixels.shape[1::-1]), "faces": len(faces),
+                        "rotation_deg": faces[0].rotation_deg if faces else None,
+                        "upscaled": faces[0].upscaled if faces else None,
+                        "decode": measure(lambda: load_photo(path), device, 1 if quick else 3),
+                        "detect": measure(lambda: detect_faces(photo.pixels), device, 1 if quick else 3)})
+    return results
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
@@ -136,8 +160,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--out", type=Path, default=Path("bench/engine.json"))
     parser.add_argument("--quick", action="store_true", help="one timed run per stage instead of three")
+    parser.add_argument("--photos", type=Path, help="time decoding and face detection on the files of this folder")
     args = parser.parse_args(argv)
     device = select_device(args.device)
+    if args.photos is not None:
+        report = {"machine": machine_info(device), "photos": bench_photos(args.photos, device, args.quick)}
+        print(f"machine: {report['machine']}")
+        for item in report["photos"]:
+            if "error" in item:
+                print(f"  {item['photo']:<26} error: {item['error']}")
+                continue
+            found = "no face" if not item["faces"] else \
+                f"found turned {item['rotation_deg']:+.0f} deg" + (", upscaled" if item["upscaled"] else "")
+            print(f"  {item['photo']:<26} {item['size'][0]:>5}x{item['size'][1]:<5} decode "
+                  f"{item['decode']['seconds']:6.3f} s  detect {item['detect']['seconds']:6.3f} s  peak +"
+                  f"{max(item['decode']['peak_mib'], item['detect']['peak_mib']):6.1f} MiB  {found}")
+        out = args.out if args.out != Path("bench/engine.json") else Path("bench/photos.json")
+        atomic_write_text(out, json.dumps(report, indent=2))
+        print(f"\nwrote {out}")
+        return 0
     report = {"machine": machine_info(device), "presets": []}
     print(f"machine: {report['machine']}")
     for preset in args.presets:

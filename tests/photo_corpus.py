@@ -4,6 +4,8 @@ AVIF, heads turned in the image plane, a small face in a large frame.
 Each corpus entry is a file plus what is known about it without running the engine: the upright image a viewer
 shows (`upright`, before any reduction) and the affine map `upright_from_source` (3, 3) taking pixel positions
 of the source photo onto it, so the source's landmarks say where the face must be found.
+
+    python tests/photo_corpus.py SOURCE_PHOTO OUT_DIR      writes the corpus (e.g. for `python -m inference.bench --photos`)
 """
 
 from __future__ import annotations
@@ -113,3 +115,10 @@ def build_corpus(source: Path, folder: Path) -> list[CorpusPhoto]:
 
 def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:2, :2].T + matrix[:2, 2]
+
+
+if __name__ == "__main__":
+    import sys
+
+    for photo in build_corpus(Path(sys.argv[1]), Path(sys.argv[2])):
+        print(photo.path)
