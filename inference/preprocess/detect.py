@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import FaceIndexError, ModelLoadError, NoFaceError
+from .decode import MID_GREY
 
 DETECTION_MAX_SIDE = 1024   # HOG detection runs at most at this size: faster, and faces stay >= 80 px
 UPSAMPLE_BELOW_SIDE = 400   # smaller photos are upsampled once so faces down to ~40 px are found
@@ -186,7 +187,7 @@ def _patch(pixels: np.ndarray, centre: np.ndarray, turn: float, scale: float,
         _translation(-size / 2, -size / 2)
     patch = Image.fromarray(pixels).transform((size, size), Image.Transform.AFFINE,
                                               tuple(photo_from_patch[:2].ravel()),
-                                              resample=Image.Resampling.BILINEAR, fillcolor=(128, 128, 128))
+                                              resample=Image.Resampling.BILINEAR, fillcolor=MID_GREY)
     return np.asarray(patch), photo_from_patch
 
 
@@ -201,7 +202,7 @@ def _rotated(image: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]
     the turned image and turned_from_image (3, 3), in pixel-edge coordinates."""
     height, width = image.shape[:2]
     turned = Image.fromarray(image).rotate(degrees, resample=Image.Resampling.BILINEAR, expand=True,
-                                           fillcolor=(128, 128, 128))
+                                           fillcolor=MID_GREY)
     # Pillow turns about the image's centre and centres the expanded canvas on it.
     turned_from_image = _translation(turned.width / 2, turned.height / 2) @ _rotation(degrees) @ \
         _translation(-width / 2, -height / 2)
