@@ -52,8 +52,9 @@ def stage(folder: Path) -> None:
     shutil.copytree(ROOT / "inference", engine / "inference", ignore=IGNORE)
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, engine / name)
-    # The 3D landmarks and the default model were derived from the ICT FaceKit (MIT): its notice travels along.
-    shutil.copy2(ROOT / "data" / "ict_facekit" / "LICENSE", engine / "ICT_FACEKIT_LICENSE")
+    # The ICT FaceKit (MIT) travels inside inference/asset/ict_facekit with its LICENSE; the default model and
+    # the 3D landmarks were derived from it, so its notice also sits beside the engine's own.
+    shutil.copy2(ROOT / "inference" / "asset" / "ict_facekit" / "LICENSE", engine / "ICT_FACEKIT_LICENSE")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@ them (the calibrated definition of inference/synthetic/dlib_landmarks.py).
 
     python scripts/make_landmarks_3d.py
 
-The engine reads the committed JSON because it runs where data/ict_facekit is absent.
+The engine reads the committed JSON: it is small and quick to load, unlike the ICT arrays.
 """
 
 from __future__ import annotations

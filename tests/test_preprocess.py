@@ -322,8 +322,8 @@ def test_face_index_out_of_range_says_how_many_were_found():
 # --- alignment ----------------------------------------------------------------------------------------
 
 def test_mean_landmarks_file_matches_the_ict_head():
-    if not (ROOT / "data" / "ict_facekit" / "ict_face_model.npz").is_file():
-        pytest.skip("data/ict_facekit is not in this checkout")
+    if not (ROOT / "inference" / "asset" / "ict_facekit" / "ict_face_model.npz").is_file():
+        pytest.skip("inference/asset/ict_facekit is not in this checkout")
     script_path = ROOT / "scripts" / "make_landmarks_3d.py"
     spec = importlib.util.spec_from_file_location("make_landmarks_3d", script_path)
     script = importlib.util.module_from_spec(spec)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ict_facekit"
+# Package data: the engine needs the head at run time too (the asset template), wherever it is installed.
+DATA_DIR = Path(__file__).resolve().parents[1] / "asset" / "ict_facekit"
 CM_PER_UNIT = 42.7
 METRES_PER_UNIT = CM_PER_UNIT / 100
 
