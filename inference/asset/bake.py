@@ -1,0 +1,355 @@
+"""Texture baking: one texel after another, the colour of the surface point it stands for.
+
+    texel map (once per layout and size): texel -> triangle + barycentrics (a rasterisation of the UV triangles)
+    per face: texel -> surface point and normal on the registered head
+      photo colour where the photo sees the point: a depth test against the photo camera, cos^n of the
+          viewing angle, and a ramp away from the silhouette and depth edges (where a small misfit would
+          paint background or the far side onto the skin)
+      the mirror: where the photo does not see a skin point but sees its mirror image (x -> -x on the template),
+          that colour (the unseen side of a turned face)
+      elsewhere: the model's 3D colour field, colour-matched to the photo where both are known
+      the two joined by multi-band blending (no seam at the photo's boundary), and every texel outside the
+          charts filled from the charts by pull-push (padding for mip-mapping; nothing is left empty)
+Colours are blended in linear light and stored as sRGB. Texture rows run top to bottom, v = 1 first, as PNGs
+and Blender's images are laid out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.ndimage
+import torch
+import torch.nn.functional as F
+
+from ..synthetic.raster import rasterize
+
+FieldColours = Callable[[np.ndarray], np.ndarray]   # world points (N, 3) -> sRGB colours (N, 3) in [0, 1]
+
+
+@dataclass(frozen=True)
+class BakeOptions:
+    size: int = 2048
+    # The photo's weight against the model's colour rises with the cosine of the viewing angle: zero at
+    # grazing_cos, full at full_cos, shaped by cos_power (a single photo has no better view to defer to, so
+    # its weight saturates instead of staying cos^n).
+    grazing_cos: float = 0.15
+    full_cos: float = 0.45
+    cos_power: float = 2.0
+    # The depth test passes a point this far (mm) behind the nearest surface, plus its depth change across one
+    # depth-map pixel at its slope: eyelids lie 1-2 mm over the eyeballs, so a fixed few-mm margin is too loose.
+    depth_tolerance_mm: float = 0.5
+    mm_per_unit: float = 427.0         # world units -> millimetres (the default model: 1 unit = 42.7 cm)
+    edge_ramp_px: float = 4.0          # photo weight ramps up over this many visibility-map pixels from an edge
+    depth_edge: float = 0.02           # a jump in depth larger than this (world units) between pixels is an edge
+    visibility_side: int = 512         # longest side of the photo camera's depth map (about 1 mm per pixel)
+    field_reduction: int = 4           # the 3D field is evaluated on a texel grid this many times coarser
+    mirror: bool = True
+    bands: int = 6                     # multi-band blending levels
+
+
+@dataclass(frozen=True)
+class TexelMap:
+    """Which triangle (and where in it) each texel of a size x size texture shows."""
+    size: int
+    rows: np.ndarray                   # (N,) int64
+    cols: np.ndarray                   # (N,) int64
+    triangle: np.ndarray               # (N,) int64 into the triangles the map was made from
+    bary: np.ndarray                   # (N, 3) float32
+
+    def chart_mask(self) -> np.ndarray:
+        mask = np.zeros((self.size, self.size), bool)
+        mask[self.rows, self.cols] = True
+        return mask
+
+
+@dataclass
+class Bake:
+    texture: np.ndarray                # (S, S, 3) uint8 sRGB, row 0 at v = 1
+    photo_weight: np.ndarray           # (S, S) float32 in [0, 1]: how much of each texel is the photo's
+    direct_weight: np.ndarray          # (S, S) float32: ... from the photo seeing the point itself (no mirror)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+_TEXEL_MAPS: dict[tuple, TexelMap] = {}
+
+
+def texel_map(uvs: np.ndarray, uv_triangles: np.ndarray, size: int) -> TexelMap:
+    """Rasterise UV triangles (uv_triangles (T, 3) into uvs (U, 2), v up) at size x size texel centres.
+
+    The UV plane is seen by a camera at the origin through z = 1 with identity intrinsics, so the
+    perspective rasteriser is exact here and its barycentrics are the affine ones. Cached per layout and size:
+    the layout is the same for every face."""
+    key = (size, uvs.shape, uv_triangles.shape, hash(uvs.tobytes()), hash(uv_triangles.tobytes()))
+    if key not in _TEXEL_MAPS:
+        plane = np.stack([uvs[:, 0], 1.0 - uvs[:, 1], np.ones(len(uvs))], axis=1)
+        fragments = rasterize(torch.from_numpy(plane).float(), torch.from_numpy(uv_triangles).long(),
+                              np.eye(4), np.eye(3), size)
+        rows, cols = torch.nonzero(fragments.mask, as_tuple=True)
+        _TEXEL_MAPS[key] = TexelMap(size=size, rows=rows.numpy(), cols=cols.numpy(),
+                                    triangle=fragments.face_index[rows, cols].numpy(),
+                                    bary=fragments.bary[rows, cols].numpy().astype(np.float32))
+    return _TEXEL_MAPS[key]
+
+
+def interpolate(texels: TexelMap, triangles: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per-vertex values (V, C) -> per-texel values (N, C) float32 by the texels' barycentrics."""
+    corners = torch.from_numpy(np.ascontiguousarray(triangles[texels.triangle]))          # (N, 3)
+    table = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+    bary = torch.from_numpy(texels.bary)
+    return sum(bary[:, k:k + 1] * table[corners[:, k]] for k in range(3)).numpy()
+
+
+def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
+    srgb = np.clip(srgb, 0.0, 1.0)
+    return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(linear)).clamp(0.0, 1.0)
+    return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.pow(1 / 2.4) - 0.055).numpy()
+
+
+_SRGB8_TO_LINEAR = srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)   # 8-bit sRGB -> linear, a table
+
+
+@dataclass(frozen=True)
+class PhotoView:
+    """The photo and the camera that sees it: pixels (H, W, 3) uint8 sRGB, cam2world (4, 4) OpenCV axes in the
+    EG3D world, intrinsics (3, 3) normalised by the photo's width and height. `region`, when given, is a
+    function of world points (N, 3) -> (N,) weights in [0, 1] saying where the photo may be used at all."""
+    pixels: np.ndarray
+    cam2world: np.ndarray
+    intrinsics: np.ndarray
+    region: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+class _Visibility:
+    """The registered head's depth as the photo camera sees it, and what follows from it per surface point."""
+
+    def __init__(self, view: PhotoView, vertices: np.ndarray, triangles: np.ndarray, options: BakeOptions,
+                 triangle_parts: np.ndarray | None = None):
+        height, width = view.pixels.shape[:2]
+        factor = min(1.0, options.visibility_side / max(height, width))
+        self.size = (max(1, round(height * factor)), max(1, round(width * factor)))
+        self.view, self.options = view, options
+        fragments = rasterize(torch.from_numpy(vertices).float(), torch.from_numpy(triangles).long(),
+                              view.cam2world, view.intrinsics, self.size)
+        self.z = fragments.z.numpy().astype(np.float64)
+        # Which piece each pixel shows: eyelids rest on the eyeballs, closer than any depth test can separate,
+        # so a point counts as seen only where the photo shows its own piece.
+        self.part = None
+        if triangle_parts is not None:
+            shown = fragments.face_index.numpy()
+            self.part = np.where(shown >= 0, np.asarray(triangle_parts)[np.maximum(shown, 0)], -1)
+        covered = np.isfinite(self.z)
+        filled = np.where(covered, self.z, 0.0)
+        jump = np.zeros_like(covered)
+        for axis in (0, 1):
+            step = np.abs(np.diff(filled, axis=axis)) > options.depth_edge
+            step |= np.diff(covered.astype(np.int8), axis=axis) != 0
+            pad = [(0, 0), (0, 0)]
+            pad[axis] = (0, 1)
+            jump |= np.pad(step, pad)
+            pad[axis] = (1, 0)
+            jump |= np.pad(step, pad)
+        distance = scipy.ndimage.distance_transform_edt(covered & ~jump)
+        self.ramp = np.clip((distance - 1.0) / options.edge_ramp_px, 0.0, 1.0)
+
+    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """World points (N, 3) -> pixel x, y in the photo's normalised frame (0..1) and camera z."""
+        c2w = self.view.cam2world
+        cam = (points - c2w[:3, 3]) @ c2w[:3, :3]
+        z = cam[:, 2]
+        x, y = cam[:, 0] / z, cam[:, 1] / z
+        k = self.view.intrinsics
+        return k[0, 0] * x + k[0, 1] * y + k[0, 2], k[1, 1] * y + k[1, 2], z
+
+    def weight(self, points: np.ndarray, normals: np.ndarray,
+               parts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """How much the photo is trusted at each point (N,) of the pieces `parts` (N,), and where it sees it
+        (x, y normalised)."""
+        o = self.options
+        u, v, z = self.project(points)
+        height, width = self.size
+        col = np.clip(np.floor(u * width).astype(np.int64), 0, width - 1)
+        row = np.clip(np.floor(v * height).astype(np.int64), 0, height - 1)
+        inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1) & (z > 0)
+        towards = self.view.cam2world[:3, 3] - points
+        cosine = np.einsum("nc,nc->n", normals, towards) / np.maximum(np.linalg.norm(towards, axis=1), 1e-12)
+        footprint = z / (self.view.intrinsics[0, 0] * width)            # one depth-map pixel at depth z
+        slope = np.minimum(np.sqrt(np.clip(1.0 - cosine ** 2, 0.0, 1.0)) / np.clip(cosine, 1e-3, 1.0), 1.5)
+        tolerance = o.depth_tolerance_mm / o.mm_per_unit + footprint * slope
+        visible = inside & (z <= self.z[row, col] + tolerance)
+        if self.part is not None and parts is not None:
+            visible &= self.part[row, col] == parts
+        facing = np.clip((cosine - o.grazing_cos) / (o.full_cos - o.grazing_cos), 0.0, 1.0) ** o.cos_power
+        weight = np.where(visible, facing * self.ramp[row, col], 0.0)
+        if self.view.region is not None:
+            weight = weight * self.view.region(points)
+        return weight, u, v
+
+
+def sample_photo(linear: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear samples (N, 3) of a linear-light photo (H, W, 3) at normalised positions u, v."""
+    height, width = linear.shape[:2]
+    x = np.clip(u * width - 0.5, 0, width - 1)
+    y = np.clip(v * height - 0.5, 0, height - 1)
+    samples = [scipy.ndimage.map_coordinates(linear[..., c], [y, x], order=1, mode="nearest") for c in range(3)]
+    return np.stack(samples, axis=1)
+
+
+def pull_push(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Fill the unknown texels of image (C, H, W) from the known (H, W) bool ones: averages of known texels at
+    ever coarser levels, pasted back where a finer level knows nothing (smooth, and reaches every texel)."""
+    values = image * known
+    weight = known.float()[None]
+    levels = [(values, weight)]
+    while min(values.shape[-2:]) > 1:
+        values = F.avg_pool2d(values[None], 2, ceil_mode=True)[0]
+        weight = F.avg_pool2d(weight[None], 2, ceil_mode=True)[0]
+        levels.append((values, weight))
+    filled = levels[-1][0] / levels[-1][1].clamp(min=1e-12)
+    for values, weight in reversed(levels[:-1]):
+        coarse = F.interpolate(filled[None], size=values.shape[-2:], mode="bilinear", align_corners=False)[0]
+        own = values / weight.clamp(min=1e-12)
+        filled = torch.where(weight > 1e-6, own * weight.clamp(max=1) + coarse * (1 - weight.clamp(max=1)),
+                             coarse)
+    return torch.where(known[None], image, filled)
+
+
+def _pyramid(image: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    gaussian = [image]
+    for _ in range(levels - 1):
+        gaussian.append(F.avg_pool2d(gaussian[-1][None], 2, ceil_mode=True)[0])
+    return gaussian
+
+
+def multiband_blend(photo: torch.Tensor, model: torch.Tensor, weight: torch.Tensor, levels: int) -> torch.Tensor:
+    """Blend (C, H, W) images by weight (1, H, W): each frequency band with the weight blurred to its scale
+    (Burt and Adelson), so the photo's detail stops where it does while its low frequencies fade in softly."""
+    def up(x: torch.Tensor, shape) -> torch.Tensor:
+        return F.interpolate(x[None], size=shape, mode="bilinear", align_corners=False)[0]
+
+    ga, gb, gw = _pyramid(photo, levels), _pyramid(model, levels), _pyramid(weight, levels)
+    result = gw[-1] * ga[-1] + (1 - gw[-1]) * gb[-1]
+    for level in range(levels - 2, -1, -1):
+        shape = ga[level].shape[-2:]
+        band_a = ga[level] - up(ga[level + 1], shape)
+        band_b = gb[level] - up(gb[level + 1], shape)
+        result = up(result, shape) + gw[level] * band_a + (1 - gw[level]) * band_b
+    return result
+
+
+def colour_match(model: np.ndarray, photo: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """The model's colours (N, 3) mapped per channel by the gain and offset that best fit the photo's (N, 3)
+    where the photo is trusted (weight > 0.5): the field's soft colour, in the photo's white balance."""
+    trusted = weight > 0.5
+    if trusted.sum() < 100:
+        return model
+    matched = np.empty_like(model)
+    for c in range(3):
+        a = np.stack([model[trusted, c], np.ones(int(trusted.sum()))], axis=1)
+        gain, offset = np.linalg.lstsq(a, photo[trusted, c], rcond=None)[0]
+        gain = float(np.clip(gain, 0.5, 2.0))
+        offset = float(np.mean(photo[trusted, c] - gain * model[trusted, c]))
+        matched[:, c] = gain * model[:, c] + offset
+    return np.clip(matched, 0.0, 1.0)
+
+
+def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray, triangles: np.ndarray,
+                 normals: np.ndarray, view: PhotoView, field_colours: FieldColours,
+                 mirror: np.ndarray | None = None, mirror_triangles: np.ndarray | None = None,
+                 options: BakeOptions = BakeOptions(), triangle_parts: np.ndarray | None = None) -> Bake:
+    """Bake the texture of a mesh (vertices (V, 3), triangles (T, 3), unit vertex normals (V, 3), EG3D world)
+    whose triangle t has UV corners uv_triangles[t] into `uvs`. `mirror` (V,) maps each vertex to its mirror
+    image; it is used for the triangles flagged by `mirror_triangles` (T,) bool (the symmetric skin).
+    `triangle_parts` (T,) int names the separate piece each triangle belongs to (see `_Visibility`)."""
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    size = options.size
+    texels = texel_map(uvs, uv_triangles, size)
+    seconds["texel_map"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    points = interpolate(texels, triangles, vertices)
+    texel_normals = interpolate(texels, triangles, normals)
+    texel_normals /= np.maximum(np.linalg.norm(texel_normals, axis=1, keepdims=True), 1e-12)
+    visibility = _Visibility(view, vertices, triangles, options, triangle_parts)
+    texel_parts = None if triangle_parts is None else np.asarray(triangle_parts)[texels.triangle]
+    weight, u, v = visibility.weight(points, texel_normals, texel_parts)
+    colour = np.zeros((len(points), 3), np.float32)
+    seen = weight > 0
+    # Linear light: sampling and blending average light, which sRGB-encoded values do not.
+    linear_photo = _SRGB8_TO_LINEAR[view.pixels]
+    colour[seen] = sample_photo(linear_photo, u[seen], v[seen])
+    direct = weight.copy()
+    if options.mirror and mirror is not None:
+        flagged = np.ones(len(points), bool) if mirror_triangles is None else mirror_triangles[texels.triangle]
+        want = flagged & (weight < 0.99)
+        corners = mirror[triangles[texels.triangle[want]]]
+        mirrored = np.einsum("nk,nkc->nc", texels.bary[want], vertices[corners])
+        mirrored_normals = np.einsum("nk,nkc->nc", texels.bary[want], normals[corners])
+        mirrored_normals /= np.maximum(np.linalg.norm(mirrored_normals, axis=1, keepdims=True), 1e-12)
+        m_weight, mu, mv = visibility.weight(mirrored, mirrored_normals,
+                                             None if texel_parts is None else texel_parts[want])
+        m_weight = m_weight * (1.0 - weight[want])
+        use = m_weight > 0
+        index = np.flatnonzero(want)[use]
+        m_colour = sample_photo(linear_photo, mu[use], mv[use])
+        total = weight[index] + m_weight[use]
+        colour[index] = (weight[index, None] * colour[index] + m_weight[use, None] * m_colour) / total[:, None]
+        weight[index] = total
+    seconds["photo"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    model = _field_colours(uvs, uv_triangles, triangles, vertices, texels, field_colours, options)
+    model = colour_match(model, colour, weight)
+    seconds["field"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    chart = torch.zeros(size, size, dtype=torch.bool)
+    rows, cols = torch.from_numpy(texels.rows), torch.from_numpy(texels.cols)
+    chart[rows, cols] = True
+
+    def image_of(values: np.ndarray) -> torch.Tensor:
+        image = torch.zeros(values.shape[1], size, size)
+        image[:, rows, cols] = torch.from_numpy(values.astype(np.float32)).T
+        return pull_push(image, chart)
+
+    model_image = image_of(model)
+    # Where the photo says nothing its image is the model's (inside the charts and in their padding), so the
+    # blend's low bands fade into the model.
+    photo_image = model_image.clone()
+    photo_image[:, rows, cols] = torch.from_numpy(np.where((weight > 0)[:, None], colour, model).astype(np.float32)).T
+    weight_image = torch.zeros(1, size, size)
+    weight_image[0, rows, cols] = torch.from_numpy(weight.astype(np.float32))
+    # Both images are padded past the charts (pull-push) and the weight is zero there, so the blend's padding
+    # is the model's padding: nothing outside a chart is empty, and mip-maps average chart colours only.
+    blended = multiband_blend(photo_image, model_image, weight_image, options.bands)
+    texture = (linear_to_srgb(blended.permute(1, 2, 0).numpy()) * 255.0 + 0.5).astype(np.uint8)
+    seconds["blend"] = time.perf_counter() - started
+    direct_image = np.zeros((size, size), np.float32)
+    direct_image[texels.rows, texels.cols] = direct
+    return Bake(texture=texture, photo_weight=weight_image[0].numpy(), direct_weight=direct_image,
+                seconds=seconds)
+
+
+def _field_colours(uvs: np.ndarray, uv_triangles: np.ndarray, triangles: np.ndarray, vertices: np.ndarray,
+                   texels: TexelMap, field_colours: FieldColours, options: BakeOptions) -> np.ndarray:
+    """The 3D colour field per texel (N, 3), linear light: evaluated on a coarser texel grid (it is soft, and
+    the decoder is the slow part) and brought to full size by bilinear upsampling of the padded coarse image."""
+    coarse_size = max(64, options.size // options.field_reduction)
+    coarse = texel_map(uvs, uv_triangles, coarse_size)
+    points = interpolate(coarse, triangles, vertices)
+    colours = srgb_to_linear(np.asarray(field_colours(points), dtype=np.float32))
+    image = torch.zeros(3, coarse_size, coarse_size)
+    image[:, torch.from_numpy(coarse.rows), torch.from_numpy(coarse.cols)] = torch.from_numpy(colours.astype(np.float32)).T
+    known = torch.zeros(coarse_size, coarse_size, dtype=torch.bool)
+    known[torch.from_numpy(coarse.rows), torch.from_numpy(coarse.cols)] = True
+    image = pull_push(image, known)
+    full = F.interpolate(image[None], size=(options.size, options.size), mode="bilinear", align_corners=False)[0]
+    return full[:, torch.from_numpy(texels.rows), torch.from_numpy(texels.cols)].T.numpy()

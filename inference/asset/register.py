@@ -1,0 +1,306 @@
+"""Template registration: the ICT head fitted onto a reconstructed surface, keeping its quads.
+
+    landmarks (68, 3) on the surface -> similarity (Umeyama) of the template's landmark vertices
+    -> identity + expression coefficients and a rigid correction, by regularised linear least squares on
+       point-to-plane distances both ways (template -> surface and surface -> template, so the template
+       covers the surface instead of sliding along it) and the landmarks; the prior goes from strong to weak
+    -> a local refinement of the skin: per-vertex offsets along the surface normal, smoothed by a
+       Laplacian and fading to zero where the surface is far (hair over the scalp keeps the template's
+       scalp under it); interior parts (eyes, teeth, mouth socket) follow as rigid pieces.
+
+Everything is in the EG3D world frame and world units; distances are reported in millimetres (`mm_per_unit`).
+The scale comes from the landmarks alone and stays fixed: a free scale trades off against the identity modes
+(which already span head sizes) and drifts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+import scipy.sparse
+import scipy.sparse.linalg
+from scipy.spatial import cKDTree
+
+from .template import FACE_AREA_VERTICES, RIGID_PARTS, SKIN_VERTICES, Template
+
+# Landmarks 0-16 trace the jaw line: on a photo they lie on the silhouette, where a ray meets the head badly.
+INNER_LANDMARKS = np.arange(17, 68)
+
+
+@dataclass(frozen=True)
+class RegistrationOptions:
+    iterations: int = 6
+    prior_start: float = 4.0          # identity prior weight (mm^2 per sigma^2 per correspondence), first round
+    prior_end: float = 0.05           # ... last round (geometric schedule)
+    expression_prior: float = 0.5     # relative to the identity prior
+    landmark_weight: float = 4.0      # one landmark counts as this many surface correspondences
+    jaw_landmark_weight: float = 0.25 # relative weight of the jaw-line landmarks 0-16
+    reject_start_mm: float = 25.0     # correspondences farther than this are dropped, first round
+    reject_end_mm: float = 6.0        # ... last round
+    head_weight: float = 0.5          # head and neck correspondences relative to the face's
+    surface_samples: int = 6000       # surface -> template correspondences per round
+    refine: bool = True
+    refine_reach_mm: float = 4.0      # the local refinement ignores surface farther than this
+    refine_smoothness: float = 0.5    # Laplacian weight of the refinement
+    refine_rounds: int = 3
+    seed: int = 0
+
+
+@dataclass
+class Registration:
+    vertices: np.ndarray              # (V, 3) float64: the registered template, world units
+    fitted: np.ndarray                # (V, 3) the model fit before the local refinement
+    scale: float
+    rotation: np.ndarray              # (3, 3): world = scale * rotation @ template + translation
+    translation: np.ndarray           # (3,)
+    identity: np.ndarray              # (100,)
+    expression: np.ndarray            # (E,) template.expression_names, in [0, 1]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_world(self, offsets: np.ndarray) -> np.ndarray:
+        """Template-frame offsets (..., V, 3) (blendshapes) -> world offsets: rotated and scaled."""
+        return self.scale * offsets @ self.rotation.T
+
+
+def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (V, 3) of a triangle mesh (zero for unused vertices)."""
+    a, b, c = (vertices[triangles[:, i]] for i in range(3))
+    face = np.cross(b - a, c - a)
+    normals = np.zeros_like(vertices, dtype=np.float64)
+    for i in range(3):
+        np.add.at(normals, triangles[:, i], face)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return normals / np.maximum(length, 1e-20)
+
+
+def umeyama(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The similarity (s, R, t) minimising |s R source + t - target|^2 over corresponding rows (N, 3)."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    xs, xt = source - mu_s, target - mu_t
+    u, sigma, vt = np.linalg.svd(xt.T @ xs / len(source))
+    d = np.ones(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[2] = -1.0
+    rotation = u @ np.diag(d) @ vt
+    scale = float((sigma * d).sum() / xs.var(0).sum())
+    return scale, rotation, mu_t - scale * rotation @ mu_s
+
+
+def _rotation_from(omega: np.ndarray) -> np.ndarray:
+    """Rodrigues: the rotation by |omega| radians about omega."""
+    angle = float(np.linalg.norm(omega))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = omega / angle
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+
+
+def bounded_least_squares(matrix: np.ndarray, target: np.ndarray, lower: np.ndarray,
+                          upper: np.ndarray) -> np.ndarray:
+    """argmin |matrix x - target|^2 with lower <= x <= upper, for tall matrices (N >> K): the same problem
+    through the K x K Cholesky factor of the normal equations, |L^T x - L^-1 A^T b|^2 + const, so the bounded
+    solver works on K rows instead of N."""
+    normal = matrix.T @ matrix
+    factor = np.linalg.cholesky(normal + 1e-9 * np.trace(normal) / len(normal) * np.eye(len(normal)))
+    reduced = scipy.linalg.solve_triangular(factor, matrix.T @ target, lower=True)
+    return scipy.optimize.lsq_linear(factor.T, reduced, bounds=(lower, upper), method="bvls").x
+
+
+def uniform_laplacian(triangles: np.ndarray, count: int) -> scipy.sparse.csr_matrix:
+    """The graph Laplacian (count, count) of the triangles' edges among vertices [0, count)."""
+    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    edges = edges[(edges < count).all(1)]
+    edges = np.unique(np.sort(edges, axis=1), axis=0)
+    rows = np.concatenate([edges[:, 0], edges[:, 1]])
+    cols = np.concatenate([edges[:, 1], edges[:, 0]])
+    adjacency = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(count, count)).tocsr()
+    degree = np.asarray(adjacency.sum(1)).ravel()
+    return (scipy.sparse.diags(degree) - adjacency).tocsr()
+
+
+class _Surface:
+    """The target surface as vertices with normals, for nearest-point queries."""
+
+    def __init__(self, vertices: np.ndarray, triangles: np.ndarray) -> None:
+        self.vertices = np.asarray(vertices, dtype=np.float64)
+        self.normals = vertex_normals(self.vertices, np.asarray(triangles, dtype=np.int64))
+        self.tree = cKDTree(self.vertices)
+
+    def nearest(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        distance, index = self.tree.query(points)
+        return self.vertices[index], self.normals[index], distance
+
+
+def register_template(template: Template, surface_vertices: np.ndarray, surface_triangles: np.ndarray,
+                      landmarks: np.ndarray, mm_per_unit: float,
+                      options: RegistrationOptions = RegistrationOptions()) -> Registration:
+    """Fit `template` onto a surface (vertices (N, 3), triangles (T, 3), EG3D world) whose 68 landmarks are
+    `landmarks` (68, 3) (NaN rows are ignored). `mm_per_unit` converts world units to millimetres, so the
+    options' weights and distances mean the same for every model."""
+    started = time.perf_counter()
+    surface = _Surface(surface_vertices, surface_triangles)
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    valid = np.isfinite(landmarks).all(1)
+    inner = np.intersect1d(INNER_LANDMARKS, np.flatnonzero(valid))
+    if len(inner) < 6:
+        raise ValueError(f"registration needs at least 6 inner landmarks on the surface, got {len(inner)}")
+    scale, rotation, translation = umeyama(template.neutral[template.landmarks[inner]], landmarks[inner])
+
+    fit = _ModelFit(template, surface, landmarks, valid, mm_per_unit, options)
+    identity, expression, rotation, translation = fit.run(scale, rotation, translation)
+    fitted = fit.shape(identity, expression, scale, rotation, translation)
+    metrics = {"seconds_fit": time.perf_counter() - started}
+    vertices = fitted
+    if options.refine:
+        refine_started = time.perf_counter()
+        vertices = refine_skin(template, fitted, surface, mm_per_unit, options, options.refine_rounds)
+        metrics["seconds_refine"] = time.perf_counter() - refine_started
+    _, _, distance = surface.nearest(vertices[:FACE_AREA_VERTICES])
+    metrics.update(face_distance_mm_median=float(np.median(distance) * mm_per_unit),
+                   face_distance_mm_p95=float(np.percentile(distance, 95) * mm_per_unit),
+                   seconds=time.perf_counter() - started)
+    return Registration(vertices=vertices, fitted=fitted, scale=scale, rotation=rotation, translation=translation,
+                        identity=identity, expression=expression, metrics=metrics)
+
+
+class _ModelFit:
+    """The alternation of correspondences and a linear solve for (rotation step, translation step, identity,
+    expression), residuals in millimetres."""
+
+    def __init__(self, template: Template, surface: _Surface, landmarks: np.ndarray, valid: np.ndarray,
+                 mm_per_unit: float, options: RegistrationOptions) -> None:
+        self.template, self.surface, self.options = template, surface, options
+        self.mm = mm_per_unit
+        self.landmarks, self.valid = landmarks, valid
+        self.skin = np.arange(SKIN_VERTICES)
+        self.skin_weight = np.where(self.skin < FACE_AREA_VERTICES, 1.0, options.head_weight)
+        # Columns: identity modes then expressions, per vertex (V, 3, K), for the skin and the landmarks only.
+        basis = np.concatenate([template.identity_basis, template.expression_basis]).astype(np.float64)
+        self.basis = np.ascontiguousarray(basis[:, :SKIN_VERTICES].transpose(1, 2, 0))     # (S, 3, K)
+        self.num_identity = template.identity_basis.shape[0]
+        self.rng = np.random.default_rng(options.seed)
+        self._coefficients_now = np.zeros(self.basis.shape[2])
+        self._pivot = np.zeros(3)
+        self.triangles = template.triangles()
+
+    def shape(self, identity: np.ndarray, expression: np.ndarray, scale: float, rotation: np.ndarray,
+              translation: np.ndarray) -> np.ndarray:
+        t = self.template
+        # float32 products: the bases are float32 and micrometres are far below what matters here.
+        local = t.neutral + np.tensordot(identity.astype(np.float32), t.identity_basis, 1) + \
+            np.tensordot(expression.astype(np.float32), t.expression_basis, 1)
+        return scale * local @ rotation.T + translation
+
+    def run(self, scale: float, rotation: np.ndarray, translation: np.ndarray):
+        o, t = self.options, self.template
+        k = self.basis.shape[2]
+        coefficients = np.zeros(k)
+        for step in range(o.iterations):
+            fraction = step / max(o.iterations - 1, 1)
+            prior = o.prior_start * (o.prior_end / o.prior_start) ** fraction
+            reject = (o.reject_start_mm * (o.reject_end_mm / o.reject_start_mm) ** fraction) / self.mm
+            identity, expression = coefficients[:self.num_identity], coefficients[self.num_identity:]
+            current = self.shape(identity, expression, scale, rotation, translation)
+            self._coefficients_now = coefficients
+            rows, rhs = self._rows(current, scale, rotation, reject)
+            count = len(rhs)
+            regulariser = np.sqrt(prior * count / 1000.0)
+            prior_rows = np.zeros((k, 6 + k))
+            prior_rows[:, 6:] = np.eye(k) * regulariser
+            prior_rows[self.num_identity:, 6:] *= np.sqrt(o.expression_prior)
+            matrix = np.vstack([rows, prior_rows])
+            target = np.concatenate([rhs, np.zeros(k)])
+            lower = np.concatenate([np.full(6, -np.inf), np.full(self.num_identity, -5.0),
+                                    np.zeros(k - self.num_identity)])
+            upper = np.concatenate([np.full(6, np.inf), np.full(self.num_identity, 5.0),
+                                    np.ones(k - self.num_identity)])
+            solution = bounded_least_squares(matrix, target, lower, upper)
+            omega, shift = solution[:3], solution[3:6] / self.mm
+            coefficients = solution[6:]
+            step_rotation = _rotation_from(omega)
+            rotation = step_rotation @ rotation
+            translation = step_rotation @ (translation - self._pivot) + self._pivot + shift
+        return coefficients[:self.num_identity], coefficients[self.num_identity:], rotation, translation
+
+    def _rows(self, current: np.ndarray, scale: float, rotation: np.ndarray,
+              reject: float) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted rows [omega, shift_mm, coefficients] and right-hand sides, in mm, of every residual."""
+        o = self.options
+        self._pivot = current[:FACE_AREA_VERTICES].mean(0)
+        blocks, sides = [], []
+
+        def plane_rows(vertex: np.ndarray, point: np.ndarray, normal: np.ndarray, weight: np.ndarray) -> None:
+            # n . (X(theta) - y): X moves by omega x (X - pivot) + shift + s R (basis @ dc) around `current`.
+            arm = (current[vertex] - self._pivot) * self.mm
+            rotated = normal @ rotation * scale * self.mm                       # (N, 3): s R^T n, in mm
+            coefficient = np.einsum("nc,nck->nk", rotated, self.basis[vertex])
+            constant = np.einsum("nc,nc->n", normal, current[vertex] - point) * self.mm
+            # The basis columns act on absolute coefficients: subtract their current contribution.
+            constant = constant - coefficient @ self._coefficients_now
+            w = np.sqrt(weight)[:, None]
+            blocks.append(w * np.hstack([np.cross(arm, normal), normal, coefficient]))
+            sides.append(-w[:, 0] * constant)
+
+        # Template -> surface.
+        skin = current[:SKIN_VERTICES]
+        point, normal, distance = self.surface.nearest(skin)
+        template_normal = vertex_normals(current, self.triangles)[:SKIN_VERTICES]
+        keep = (distance < reject) & (np.einsum("nc,nc->n", normal, template_normal) > 0.5)
+        vertex = np.flatnonzero(keep)
+        plane_rows(vertex, point[vertex], normal[vertex], self.skin_weight[vertex])
+        # Surface -> template: surface points near the face get their nearest template skin vertex.
+        tree = cKDTree(skin)
+        candidates = self.rng.integers(0, len(self.surface.vertices), size=o.surface_samples * 4)
+        distance, nearest = tree.query(self.surface.vertices[candidates])
+        close = (distance < reject) & (nearest < FACE_AREA_VERTICES) & \
+            (np.einsum("nc,nc->n", self.surface.normals[candidates], template_normal[nearest]) > 0.5)
+        chosen = candidates[close][:o.surface_samples]
+        nearest = nearest[close][:o.surface_samples]
+        plane_rows(nearest, self.surface.vertices[chosen], template_normal[nearest],
+                   np.full(len(chosen), len(vertex) / max(len(chosen), 1) * 0.5))
+        # Landmarks, point to point (three rows each).
+        landmark_vertices = self.template.landmarks[self.valid]
+        targets = self.landmarks[self.valid]
+        weight = np.where(np.flatnonzero(self.valid) < 17, o.jaw_landmark_weight, 1.0) * o.landmark_weight
+        weight = weight * max(len(vertex), 1) / 1000.0
+        for axis in np.eye(3):
+            plane_rows(landmark_vertices, targets, np.broadcast_to(axis, targets.shape).copy(), weight)
+        return np.vstack(blocks), np.concatenate(sides)
+
+
+def refine_skin(template: Template, fitted: np.ndarray, surface: _Surface, mm_per_unit: float,
+                options: RegistrationOptions, rounds: int = 2) -> np.ndarray:
+    """Move the skin onto the surface: per-vertex offsets along the surface normal where the surface is within
+    `refine_reach_mm`, smoothed by a Laplacian; interior parts take their nearest skin vertices' mean offset."""
+    count = SKIN_VERTICES
+    triangles = template.triangles()
+    laplacian = uniform_laplacian(triangles, count)
+    smooth = options.refine_smoothness * (laplacian.T @ laplacian)
+    reach = options.refine_reach_mm / mm_per_unit
+    offsets = np.zeros((count, 3))
+    normals_template = vertex_normals(fitted, triangles)[:count]
+    for _ in range(rounds):
+        current = fitted[:count] + offsets
+        point, normal, distance = surface.nearest(current)
+        along = np.einsum("nc,nc->n", normal, point - current)
+        agree = np.einsum("nc,nc->n", normal, normals_template) > 0.5
+        weight = np.where(agree & (distance < reach), 1.0, 0.0)
+        wanted = offsets + normal * along[:, None]
+        # Symmetric positive definite and warm-started from the last round: conjugate gradients converge in a
+        # few dozen iterations, far quicker than a sparse LU of the same system.
+        system = (scipy.sparse.diags(weight + 1e-3) + smooth).tocsr()
+        offsets = np.stack([scipy.sparse.linalg.cg(system, weight * wanted[:, c], x0=offsets[:, c], rtol=1e-6,
+                                                   maxiter=500)[0] for c in range(3)], axis=1)
+    vertices = fitted.copy()
+    vertices[:count] += offsets
+    skin_tree = cKDTree(fitted[:count])
+    for part in RIGID_PARTS:
+        index = template.part_vertices(part)
+        _, nearest = skin_tree.query(fitted[index], k=4)
+        vertices[index] += offsets[nearest.ravel()].mean(0)
+    return vertices

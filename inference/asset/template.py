@@ -1,0 +1,152 @@
+"""The template head every import is built on: the ICT FaceKit head (MIT) as a production asset.
+
+One fixed topology for every face: ICT's quads for the face, head and neck, mouth socket, eye sockets, gums and
+tongue, teeth and eyeballs (the thin overlays, lacrimal fluid, eye occlusion and eyelashes, stay out: nothing
+is baked onto them), the single-tile UV layout of `uv_layout.npz` (see scripts/make_uv_layout.py), its 100
+identity modes, and its expressions as ARKit blendshapes.
+
+Frames: EG3D world (y up, face toward +z), world units, as `inference.synthetic.ict` places the ICT head.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..synthetic.ict import DATA_DIR, MULTI_PIE_68, PART_VERTEX_RANGES, load_ict_model
+
+LAYOUT_PATH = Path(__file__).resolve().parent / "uv_layout.npz"
+TEMPLATE_VERTICES = 24591           # face ... iris right (ICT's vertices [0, 24591))
+TEMPLATE_POLYGONS = 24692           # ICT's polygons [0, 24692)
+FACE_AREA_VERTICES = 9409           # ICT's "full face area"
+NARROW_FACE_VERTICES = 6706         # ICT's "narrow face area": forehead to chin, cheek to cheek
+SKIN_VERTICES = PART_VERTEX_RANGES["skin"][1]
+# Material slots by ICT polygon range: what a renderer shades differently.
+MATERIALS = ("skin", "eyes", "mouth")
+_MATERIAL_POLYGONS = (("skin", 0, 11144), ("mouth", 11144, 13226), ("eyes", 13226, 14034),
+                      ("mouth", 14034, 21496), ("eyes", 21496, TEMPLATE_POLYGONS))
+# Interior parts that follow the skin as rigid pieces (their own shape comes from the identity modes).
+RIGID_PARTS = ("mouth_socket", "eye_sockets", "gums_tongue", "teeth", "sclera_left", "iris_left",
+               "sclera_right", "iris_right")
+# ARKit's blendshapes that ICT splits in two halves: ARKit drives both halves with one value.
+_ARKIT_UNSPLIT = {"browInnerUp", "cheekPuff"}
+# ICT shapes that are not ARKit blendshapes.
+_NOT_ARKIT = {"PupilDilate_L", "PupilDilate_R", "cheekRaiser_L", "cheekRaiser_R"}
+
+
+def arkit_name(ict_name: str) -> str:
+    """ICT's blendshape name -> ARKit's: `mouthSmile_L` -> `mouthSmileLeft`, `cheekPuff_R` -> `cheekPuff`."""
+    for suffix, side in (("_L", "Left"), ("_R", "Right")):
+        if ict_name.endswith(suffix):
+            stem = ict_name[:-2]
+            return stem if stem in _ARKIT_UNSPLIT else stem + side
+    return ict_name
+
+
+@dataclass(frozen=True)
+class Template:
+    neutral: np.ndarray              # (V, 3) float64, world units
+    identity_basis: np.ndarray       # (100, V, 3) float32, world units per unit weight (weights ~ N(0, 1))
+    expression_basis: np.ndarray     # (E, V, 3) float32, ICT's fitting expressions, weights in [0, 1]
+    expression_names: tuple[str, ...]
+    arkit_basis: np.ndarray          # (K, V, 3) float32, ARKit's blendshapes (split halves summed)
+    arkit_names: tuple[str, ...]
+    polygons: np.ndarray             # (P, 4) int32, -1 as the 4th index of a triangle, ICT's corner order
+    polygon_uvs: np.ndarray          # (P, 4) int32 into `uvs`, same -1 pattern
+    uvs: np.ndarray                  # (U, 2) float32, one 0-1 tile, v up
+    polygon_materials: np.ndarray    # (P,) int32 into MATERIALS
+    landmarks: np.ndarray            # (68,) int64 vertex indices, dlib order
+    mirror: np.ndarray               # (V,) int64: the vertex at each vertex's mirror position (x -> -x)
+    polygon_parts: np.ndarray        # (P,) int32: which separate piece each polygon belongs to (the face and
+                                     # the head and neck are one skin; each eyeball, the teeth ... their own)
+
+    @property
+    def num_vertices(self) -> int:
+        return len(self.neutral)
+
+    def triangles(self) -> np.ndarray:
+        """(T, 3) int64: the polygons split along their 0-2 diagonal, polygon after polygon."""
+        return split_polygons(self.polygons)[0]
+
+    def loops(self) -> tuple[np.ndarray, np.ndarray]:
+        """Blender's polygon form: corner vertex indices (L,) and corners per polygon (P,)."""
+        sizes = np.where(self.polygons[:, 3] >= 0, 4, 3).astype(np.int32)
+        return self.polygons[self.polygons >= 0].astype(np.int32), sizes
+
+    def loop_uvs(self) -> np.ndarray:
+        """(L, 2) float32, the UV of each corner in `loops()` order."""
+        return self.uvs[self.polygon_uvs[self.polygon_uvs >= 0]]
+
+    def part_vertices(self, part: str) -> np.ndarray:
+        lo, hi = PART_VERTEX_RANGES[part]
+        return np.arange(lo, hi)
+
+
+def split_polygons(polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quads with -1 marking triangles -> triangles (T, 3) along each quad's 0-2 diagonal, and the polygon each
+    triangle came from (T,)."""
+    first = polygons[:, [0, 1, 2]]
+    second = polygons[:, [0, 2, 3]]
+    is_quad = polygons[:, 3] >= 0
+    triangles = np.stack([first, second], axis=1)                       # (P, 2, 3)
+    keep = np.stack([np.ones(len(polygons), bool), is_quad], axis=1)
+    owner = np.repeat(np.arange(len(polygons))[:, None], 2, axis=1)
+    return triangles[keep].astype(np.int64), owner[keep]
+
+
+def mirror_vertices(vertices: np.ndarray) -> np.ndarray:
+    """For each vertex the nearest vertex to its mirror image across x = 0 (ICT is built symmetric)."""
+    from scipy.spatial import cKDTree
+
+    mirrored = vertices * np.array([-1.0, 1.0, 1.0])
+    return cKDTree(vertices).query(mirrored)[1].astype(np.int64)
+
+
+@functools.cache
+def load_template(data_dir: Path = DATA_DIR, layout_path: Path = LAYOUT_PATH) -> Template:
+    """The template head (cached: the bases are about 40 MB)."""
+    ict = load_ict_model(data_dir)
+    if not Path(layout_path).is_file():
+        raise FileNotFoundError(f"{layout_path} is missing: run `python scripts/make_uv_layout.py`")
+    with np.load(Path(data_dir) / "ict_face_model.npz", allow_pickle=False) as data:
+        polygons = data["quads"][:TEMPLATE_POLYGONS].astype(np.int32)
+    with np.load(layout_path, allow_pickle=False) as layout:
+        uvs, polygon_uvs = layout["uvs"].astype(np.float32), layout["polygon_uvs"].astype(np.int32)
+        part_names = [str(n) for n in layout["part_names"]]
+        part_ranges = layout["part_polygon_ranges"].astype(np.int64)
+    if polygon_uvs.shape != polygons.shape or not np.array_equal(polygon_uvs < 0, polygons < 0):
+        raise ValueError(f"{layout_path} does not match the ICT polygons: rebuild it (scripts/make_uv_layout.py)")
+    count = TEMPLATE_VERTICES
+    neutral = ict.neutral.numpy()[:count].astype(np.float64)
+    names = list(ict.expression_names)
+    fitting = [i for i, n in enumerate(names) if n not in _NOT_ARKIT]
+    expression = ict.expression_basis.numpy()[:, :count]
+    arkit_names: list[str] = []
+    arkit_rows: list[np.ndarray] = []
+    for i in fitting:
+        name = arkit_name(names[i])
+        if name in arkit_names:
+            arkit_rows[arkit_names.index(name)] = arkit_rows[arkit_names.index(name)] + expression[i]
+        else:
+            arkit_names.append(name)
+            arkit_rows.append(expression[i].copy())
+    parts = np.zeros(len(polygons), np.int32)
+    for index, (name, (lo, hi)) in enumerate(zip(part_names, part_ranges)):
+        parts[lo:hi] = 0 if name in ("face", "head_neck") else index
+    materials = np.zeros(len(polygons), np.int32)
+    for name, lo, hi in _MATERIAL_POLYGONS:
+        materials[lo:hi] = MATERIALS.index(name)
+    return Template(
+        neutral=neutral,
+        identity_basis=ict.identity_basis.numpy()[:, :count].copy(),
+        expression_basis=expression[fitting].copy(),
+        expression_names=tuple(names[i] for i in fitting),
+        arkit_basis=np.stack(arkit_rows).astype(np.float32),
+        arkit_names=tuple(arkit_names),
+        polygons=polygons, polygon_uvs=polygon_uvs, uvs=uvs, polygon_materials=materials,
+        landmarks=np.asarray(MULTI_PIE_68, dtype=np.int64),
+        mirror=mirror_vertices(neutral), polygon_parts=parts,
+    )
