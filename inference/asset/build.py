@@ -79,7 +79,7 @@ def expression_edit_offsets(template: Template, registration: Registration,
 def template_asset(surface_vertices: np.ndarray, surface_triangles: np.ndarray, landmarks: np.ndarray,
                    mm_per_unit: float, field_colours: FieldColours, view: PhotoView | None,
                    texture_size: int | None = 2048, edits: list[dict] | None = None,
-                   registration_options: RegistrationOptions = RegistrationOptions()) -> HeadAsset:
+                   registration_options: RegistrationOptions | None = None) -> HeadAsset:
     """Register the template onto a surface (EG3D world) whose 68 landmarks are `landmarks` (68, 3, NaN where
     unknown), bake its texture from `view` and the model's colour field, and attach its shape keys."""
     seconds: dict[str, float] = {}
@@ -87,7 +87,7 @@ def template_asset(surface_vertices: np.ndarray, surface_triangles: np.ndarray, 
     template = load_template()
     seconds["template"] = time.perf_counter() - started
     registration = register_template(template, surface_vertices, surface_triangles, landmarks, mm_per_unit,
-                                     registration_options)
+                                     registration_options or RegistrationOptions())
     seconds["register"] = registration.metrics["seconds"]
     vertices = registration.vertices
     triangles, triangle_polygon = split_polygons(template.polygons)

@@ -197,7 +197,7 @@ class _ModelFit:
         return scale * local @ rotation.T + translation
 
     def run(self, scale: float, rotation: np.ndarray, translation: np.ndarray):
-        o, t = self.options, self.template
+        o = self.options
         k = self.basis.shape[2]
         coefficients = np.zeros(k)
         for step in range(o.iterations):
