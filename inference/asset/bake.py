@@ -16,6 +16,7 @@ and Blender's images are laid out.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class Bake:
 
 
 _TEXEL_MAPS: dict[tuple, TexelMap] = {}
+_TEXEL_MAPS_LOCK = threading.Lock()   # the engine may warm the cache from a thread while a request bakes
 
 
 def texel_map(uvs: np.ndarray, uv_triangles: np.ndarray, size: int) -> TexelMap:
@@ -84,15 +86,40 @@ def texel_map(uvs: np.ndarray, uv_triangles: np.ndarray, size: int) -> TexelMap:
     perspective rasteriser is exact here and its barycentrics are the affine ones. Cached per layout and size:
     the layout is the same for every face."""
     key = (size, uvs.shape, uv_triangles.shape, hash(uvs.tobytes()), hash(uv_triangles.tobytes()))
-    if key not in _TEXEL_MAPS:
-        plane = np.stack([uvs[:, 0], 1.0 - uvs[:, 1], np.ones(len(uvs))], axis=1)
-        fragments = rasterize(torch.from_numpy(plane).float(), torch.from_numpy(uv_triangles).long(),
-                              np.eye(4), np.eye(3), size)
-        rows, cols = torch.nonzero(fragments.mask, as_tuple=True)
-        _TEXEL_MAPS[key] = TexelMap(size=size, rows=rows.numpy(), cols=cols.numpy(),
-                                    triangle=fragments.face_index[rows, cols].numpy(),
-                                    bary=fragments.bary[rows, cols].numpy().astype(np.float32))
-    return _TEXEL_MAPS[key]
+    with _TEXEL_MAPS_LOCK:
+        if key not in _TEXEL_MAPS:
+            _TEXEL_MAPS[key] = _rasterize_uvs(uvs, uv_triangles, size)
+        return _TEXEL_MAPS[key]
+
+
+def _rasterize_uvs(uvs: np.ndarray, uv_triangles: np.ndarray, size: int) -> TexelMap:
+    plane = np.stack([uvs[:, 0], 1.0 - uvs[:, 1], np.ones(len(uvs))], axis=1)
+    fragments = rasterize(torch.from_numpy(plane).float(), torch.from_numpy(uv_triangles).long(),
+                          np.eye(4), np.eye(3), size)
+    mask = fragments.mask.numpy()
+    triangle = fragments.face_index.numpy()
+    bary = fragments.bary.numpy().astype(np.float64)
+    # A texel centre can fall through a hairline crack between two UV triangles that do not share their corners
+    # exactly, or just outside a chart's concave corner while most of the texel is inside. Such texels (those
+    # with at least 5 of their 8 neighbours in a chart; outside a straight edge there are 3) take the triangle
+    # of their nearest chart texel and their barycentrics in it, extended a fraction of a texel past its edge.
+    neighbours = scipy.ndimage.convolve(mask.astype(np.int32), np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]]),
+                                        mode="constant")
+    cracks = (neighbours >= 5) & ~mask
+    if cracks.any():
+        _, (near_row, near_col) = scipy.ndimage.distance_transform_edt(~mask, return_indices=True)
+        rows, cols = np.nonzero(cracks)
+        owner = triangle[near_row[rows, cols], near_col[rows, cols]]
+        corners = uvs[uv_triangles[owner]].astype(np.float64)                  # (N, 3, 2), v up
+        centre = np.stack([(cols + 0.5) / size, 1.0 - (rows + 0.5) / size], axis=1)
+        edges = np.stack([corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]], axis=2)   # (N, 2, 2)
+        b12 = np.linalg.solve(edges, (centre - corners[:, 0])[..., None])[..., 0]
+        triangle[rows, cols] = owner
+        bary[rows, cols] = np.stack([1.0 - b12.sum(1), b12[:, 0], b12[:, 1]], axis=1)
+        mask = mask | cracks
+    rows, cols = np.nonzero(mask)
+    return TexelMap(size=size, rows=rows, cols=cols, triangle=triangle[rows, cols],
+                    bary=bary[rows, cols].astype(np.float32))
 
 
 def interpolate(texels: TexelMap, triangles: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -138,15 +165,16 @@ class _Visibility:
         self.view, self.options = view, options
         fragments = rasterize(torch.from_numpy(vertices).float(), torch.from_numpy(triangles).long(),
                               view.cam2world, view.intrinsics, self.size)
-        self.z = fragments.z.numpy().astype(np.float64)
+        self.z = fragments.z.reshape(-1)                                 # (H * W,) float32, row-major
         # Which piece each pixel shows: eyelids rest on the eyeballs, closer than any depth test can separate,
         # so a point counts as seen only where the photo shows its own piece.
         self.part = None
         if triangle_parts is not None:
-            shown = fragments.face_index.numpy()
-            self.part = np.where(shown >= 0, np.asarray(triangle_parts)[np.maximum(shown, 0)], -1)
-        covered = np.isfinite(self.z)
-        filled = np.where(covered, self.z, 0.0)
+            shown = fragments.face_index.reshape(-1)
+            self.part = torch.where(shown >= 0, torch.from_numpy(np.asarray(triangle_parts))[shown.clamp(min=0)], -1)
+        depth = fragments.z.numpy().astype(np.float64)
+        covered = np.isfinite(depth)
+        filled = np.where(covered, depth, 0.0)
         jump = np.zeros_like(covered)
         for axis in (0, 1):
             step = np.abs(np.diff(filled, axis=axis)) > options.depth_edge
@@ -157,40 +185,61 @@ class _Visibility:
             pad[axis] = (1, 0)
             jump |= np.pad(step, pad)
         distance = scipy.ndimage.distance_transform_edt(covered & ~jump)
-        self.ramp = np.clip((distance - 1.0) / options.edge_ramp_px, 0.0, 1.0)
+        self.ramp = torch.from_numpy(np.clip((distance - 1.0) / options.edge_ramp_px, 0.0, 1.0)).float().reshape(-1)
 
-    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """World points (N, 3) -> pixel x, y in the photo's normalised frame (0..1) and camera z."""
-        c2w = self.view.cam2world
+    def facing_triangles(self, vertices: np.ndarray, normals: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+        """(T,) bool: triangles with a corner whose normal may face the camera enough for the photo to count
+        (a margin below `grazing_cos`: a texel's interpolated normal can turn further towards the camera than
+        any corner's)."""
+        towards = self.view.cam2world[:3, 3] - vertices
+        cosine = np.einsum("nc,nc->n", normals, towards) / np.maximum(np.linalg.norm(towards, axis=1), 1e-12)
+        return (cosine[triangles] > self.options.grazing_cos - 0.3).any(1)
+
+    def weight(self, points: torch.Tensor, normals: torch.Tensor,
+               parts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """How much the photo is trusted at each point (N, 3) with unit normal (N, 3) (float32 tensors, world) of
+        the pieces `parts` (N,), and where it sees it (x, y normalised) -> three (N,) arrays."""
+        o = self.options
+        c2w = torch.from_numpy(self.view.cam2world).float()
+        k = self.view.intrinsics
         cam = (points - c2w[:3, 3]) @ c2w[:3, :3]
         z = cam[:, 2]
         x, y = cam[:, 0] / z, cam[:, 1] / z
-        k = self.view.intrinsics
-        return k[0, 0] * x + k[0, 1] * y + k[0, 2], k[1, 1] * y + k[1, 2], z
-
-    def weight(self, points: np.ndarray, normals: np.ndarray,
-               parts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """How much the photo is trusted at each point (N,) of the pieces `parts` (N,), and where it sees it
-        (x, y normalised)."""
-        o = self.options
-        u, v, z = self.project(points)
+        u, v = k[0, 0] * x + k[0, 1] * y + k[0, 2], k[1, 1] * y + k[1, 2]
         height, width = self.size
-        col = np.clip(np.floor(u * width).astype(np.int64), 0, width - 1)
-        row = np.clip(np.floor(v * height).astype(np.int64), 0, height - 1)
+        pixel = (v * height).floor().long().clamp(0, height - 1) * width + \
+            (u * width).floor().long().clamp(0, width - 1)
         inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1) & (z > 0)
-        towards = self.view.cam2world[:3, 3] - points
-        cosine = np.einsum("nc,nc->n", normals, towards) / np.maximum(np.linalg.norm(towards, axis=1), 1e-12)
-        footprint = z / (self.view.intrinsics[0, 0] * width)            # one depth-map pixel at depth z
-        slope = np.minimum(np.sqrt(np.clip(1.0 - cosine ** 2, 0.0, 1.0)) / np.clip(cosine, 1e-3, 1.0), 1.5)
+        towards = c2w[:3, 3] - points
+        cosine = (normals * towards).sum(1) / towards.norm(dim=1).clamp(min=1e-12)
+        footprint = z / (k[0, 0] * width)            # one depth-map pixel at depth z
+        slope = ((1.0 - cosine ** 2).clamp(0.0, 1.0).sqrt() / cosine.clamp(1e-3, 1.0)).clamp(max=1.5)
         tolerance = o.depth_tolerance_mm / o.mm_per_unit + footprint * slope
-        visible = inside & (z <= self.z[row, col] + tolerance)
+        visible = inside & (z <= self.z.take(pixel) + tolerance)
         if self.part is not None and parts is not None:
-            visible &= self.part[row, col] == parts
-        facing = np.clip((cosine - o.grazing_cos) / (o.full_cos - o.grazing_cos), 0.0, 1.0) ** o.cos_power
-        weight = np.where(visible, facing * self.ramp[row, col], 0.0)
+            visible &= self.part.take(pixel) == torch.from_numpy(np.asarray(parts))
+        facing = ((cosine - o.grazing_cos) / (o.full_cos - o.grazing_cos)).clamp(0.0, 1.0) ** o.cos_power
+        weight = torch.where(visible, facing * self.ramp.take(pixel), 0.0).numpy()
         if self.view.region is not None:
-            weight = weight * self.view.region(points)
-        return weight, u, v
+            counted = np.flatnonzero(weight > 0)
+            weight[counted] *= self.view.region(points[counted].double().numpy())
+        return weight, u.numpy(), v.numpy()
+
+
+def _photo_weight(visibility: "_Visibility", bary: np.ndarray, corners: np.ndarray, vertices: np.ndarray,
+                  normals: np.ndarray, parts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The photo's weight and sampling position (see `_Visibility.weight`) at the surface points with
+    barycentrics (N, 3) in the triangles with corner vertices (N, 3)."""
+    weights = torch.from_numpy(np.ascontiguousarray(bary, dtype=np.float32))
+    index = torch.from_numpy(np.ascontiguousarray(corners, dtype=np.int64))
+
+    def at_points(values: np.ndarray) -> torch.Tensor:
+        table = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+        return sum(weights[:, c:c + 1] * table[index[:, c]] for c in range(3))
+
+    point_normals = at_points(normals)
+    point_normals /= point_normals.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    return visibility.weight(at_points(vertices), point_normals, parts)
 
 
 def sample_photo(linear: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -275,30 +324,33 @@ def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray
     seconds["texel_map"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    points = interpolate(texels, triangles, vertices)
-    texel_normals = interpolate(texels, triangles, normals)
-    texel_normals /= np.maximum(np.linalg.norm(texel_normals, axis=1, keepdims=True), 1e-12)
     visibility = _Visibility(view, vertices, triangles, options, triangle_parts)
     texel_parts = None if triangle_parts is None else np.asarray(triangle_parts)[texels.triangle]
-    weight, u, v = visibility.weight(points, texel_normals, texel_parts)
-    colour = np.zeros((len(points), 3), np.float32)
-    seen = weight > 0
+    # Only texels on triangles that face the camera can be seen: the rest (most of the head) skip the tests.
+    facing = visibility.facing_triangles(vertices, normals, triangles)
+    weight = np.zeros(len(texels.rows), np.float32)
+    colour = np.zeros((len(texels.rows), 3), np.float32)
     # Linear light: sampling and blending average light, which sRGB-encoded values do not.
     linear_photo = _SRGB8_TO_LINEAR[view.pixels]
-    colour[seen] = sample_photo(linear_photo, u[seen], v[seen])
+    index = np.flatnonzero(facing[texels.triangle])
+    corners = triangles[texels.triangle[index]]
+    seen_weight, u, v = _photo_weight(visibility, texels.bary[index], corners, vertices, normals,
+                                      None if texel_parts is None else texel_parts[index])
+    seen = seen_weight > 0
+    weight[index[seen]] = seen_weight[seen]
+    colour[index[seen]] = sample_photo(linear_photo, u[seen], v[seen])
     direct = weight.copy()
     if options.mirror and mirror is not None:
-        flagged = np.ones(len(points), bool) if mirror_triangles is None else mirror_triangles[texels.triangle]
-        want = flagged & (weight < 0.99)
-        corners = mirror[triangles[texels.triangle[want]]]
-        mirrored = np.einsum("nk,nkc->nc", texels.bary[want], vertices[corners])
-        mirrored_normals = np.einsum("nk,nkc->nc", texels.bary[want], normals[corners])
-        mirrored_normals /= np.maximum(np.linalg.norm(mirrored_normals, axis=1, keepdims=True), 1e-12)
-        m_weight, mu, mv = visibility.weight(mirrored, mirrored_normals,
-                                             None if texel_parts is None else texel_parts[want])
-        m_weight = m_weight * (1.0 - weight[want])
+        # The unseen side of the symmetric skin, from the photo's view of its mirror image.
+        flagged = np.ones(len(triangles), bool) if mirror_triangles is None else np.asarray(mirror_triangles)
+        mirror_corners = mirror[triangles]
+        flagged &= visibility.facing_triangles(vertices, normals, mirror_corners)
+        index = np.flatnonzero(flagged[texels.triangle] & (weight < 0.99))
+        m_weight, mu, mv = _photo_weight(visibility, texels.bary[index], mirror_corners[texels.triangle[index]],
+                                         vertices, normals, None if texel_parts is None else texel_parts[index])
+        m_weight = m_weight * (1.0 - weight[index])
         use = m_weight > 0
-        index = np.flatnonzero(want)[use]
+        index = index[use]
         m_colour = sample_photo(linear_photo, mu[use], mv[use])
         total = weight[index] + m_weight[use]
         colour[index] = (weight[index, None] * colour[index] + m_weight[use, None] * m_colour) / total[:, None]
@@ -338,11 +390,16 @@ def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray
                 seconds=seconds)
 
 
+def field_texel_size(size: int, reduction: int) -> int:
+    """The side of the coarser texel grid the 3D colour field is evaluated on."""
+    return max(64, size // reduction)
+
+
 def _field_colours(uvs: np.ndarray, uv_triangles: np.ndarray, triangles: np.ndarray, vertices: np.ndarray,
                    texels: TexelMap, field_colours: FieldColours, options: BakeOptions) -> np.ndarray:
     """The 3D colour field per texel (N, 3), linear light: evaluated on a coarser texel grid (it is soft, and
     the decoder is the slow part) and brought to full size by bilinear upsampling of the padded coarse image."""
-    coarse_size = max(64, options.size // options.field_reduction)
+    coarse_size = field_texel_size(options.size, options.field_reduction)
     coarse = texel_map(uvs, uv_triangles, coarse_size)
     points = interpolate(coarse, triangles, vertices)
     colours = srgb_to_linear(np.asarray(field_colours(points), dtype=np.float32))

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .bake import BakeOptions, FieldColours, PhotoView, bake_texture
+from .bake import BakeOptions, FieldColours, PhotoView, bake_texture, field_texel_size, texel_map
+from .quality import folded_triangles
 from .register import Registration, RegistrationOptions, register_template, vertex_normals
-from .template import MATERIALS, SKIN_VERTICES, Template, load_template, split_polygons
+from .template import FACE_AREA_VERTICES, MATERIALS, SKIN_VERTICES, Template, load_template, split_polygons
 
 TOPOLOGIES = ("template", "raw")
 TEXTURE_SIZES = (1024, 2048, 4096)
@@ -79,15 +80,17 @@ def expression_edit_offsets(template: Template, registration: Registration,
 def template_asset(surface_vertices: np.ndarray, surface_triangles: np.ndarray, landmarks: np.ndarray,
                    mm_per_unit: float, field_colours: FieldColours, view: PhotoView | None,
                    texture_size: int | None = 2048, edits: list[dict] | None = None,
-                   registration_options: RegistrationOptions | None = None) -> HeadAsset:
+                   registration_options: RegistrationOptions | None = None, yaw: float = 0.0,
+                   camera_position: np.ndarray | None = None) -> HeadAsset:
     """Register the template onto a surface (EG3D world) whose 68 landmarks are `landmarks` (68, 3, NaN where
-    unknown), bake its texture from `view` and the model's colour field, and attach its shape keys."""
+    unknown; dlib's, lifted onto the surface from `camera_position` at orbit `yaw`, see `register_template`),
+    bake its texture from `view` and the model's colour field, and attach its shape keys."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     template = load_template()
     seconds["template"] = time.perf_counter() - started
     registration = register_template(template, surface_vertices, surface_triangles, landmarks, mm_per_unit,
-                                     registration_options or RegistrationOptions())
+                                     registration_options or RegistrationOptions(), yaw, camera_position)
     seconds["register"] = registration.metrics["seconds"]
     vertices = registration.vertices
     triangles, triangle_polygon = split_polygons(template.polygons)
@@ -115,25 +118,27 @@ def template_asset(surface_vertices: np.ndarray, surface_triangles: np.ndarray, 
     for key, offset in expression_edit_offsets(template, registration, edits or []):
         keys.append(key)
         offsets.append(offset[None])
-    metrics["flipped_face_polygons"] = float(flipped_polygons(registration.fitted, vertices, template))
+    metrics["folded_face_triangles"] = float(folded_face_triangles(registration.fitted, vertices, template))
     return HeadAsset(topology="template", vertices=vertices, loop_vertices=loop_vertices,
                      polygon_sizes=polygon_sizes, colors=colors, materials=MATERIALS,
                      polygon_materials=template.polygon_materials, loop_uvs=template.loop_uvs(), texture=texture,
                      shape_keys=keys, shape_offsets=np.concatenate(offsets), metrics=metrics, seconds=seconds)
 
 
-def flipped_polygons(reference: np.ndarray, vertices: np.ndarray, template: Template) -> int:
+def folded_face_triangles(reference: np.ndarray, vertices: np.ndarray, template: Template) -> int:
     """Face-area triangles whose normal turned by more than 90 degrees between `reference` and `vertices`
     (a fold the refinement made)."""
-    from .template import FACE_AREA_VERTICES
+    triangles = template.triangles()
+    return int(folded_triangles(reference, vertices, triangles[(triangles < FACE_AREA_VERTICES).all(1)]).sum())
 
-    triangles, _ = split_polygons(template.polygons)
-    face = triangles[(triangles < FACE_AREA_VERTICES).all(1)]
 
-    def normals(v: np.ndarray) -> np.ndarray:
-        return np.cross(v[face[:, 1]] - v[face[:, 0]], v[face[:, 2]] - v[face[:, 0]])
-
-    return int((np.einsum("nc,nc->n", normals(reference), normals(vertices)) <= 0).sum())
+def warm_caches(texture_size: int = 2048) -> None:
+    """Load the template and rasterise its UV layout at `texture_size` ahead of the first import (about 2 s on
+    2 cores at 2K, otherwise paid by the first bake); the engine runs this in a thread when it loads a model."""
+    template = load_template()
+    uv_triangles, _ = split_polygons(template.polygon_uvs)
+    texel_map(template.uvs, uv_triangles, texture_size)
+    texel_map(template.uvs, uv_triangles, field_texel_size(texture_size, BakeOptions().field_reduction))
 
 
 def raw_asset(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray, field_colours: FieldColours,
@@ -152,7 +157,7 @@ def raw_asset(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray, f
         # xatlas splits vertices along its seams: keep the mesh's own vertices and carry the UVs per corner.
         loop_uvs = uvs[uv_triangles.reshape(-1)].astype(np.float32)
         uv_triangles = uv_triangles.astype(np.int64)
-        corner_vertices = mapping[uv_triangles]
+        corner_vertices = mapping.astype(np.int64)[uv_triangles]
         started = time.perf_counter()
         bake = bake_texture(uvs, uv_triangles, vertices, corner_vertices, vertex_normals(vertices, triangles), view,
                             field_colours, options=BakeOptions(size=int(texture_size), mirror=False,

@@ -25,19 +25,25 @@ import scipy.sparse
 import scipy.sparse.linalg
 from scipy.spatial import cKDTree
 
-from .template import FACE_AREA_VERTICES, RIGID_PARTS, SKIN_VERTICES, Template
+from .quality import folded_triangles, triangle_normals
+from .template import FACE_AREA_VERTICES, RIGID_PARTS, SKIN_VERTICES, LandmarkPoints, Template, landmark_points
 
 # Landmarks 0-16 trace the jaw line: on a photo they lie on the silhouette, where a ray meets the head badly.
 INNER_LANDMARKS = np.arange(17, 68)
+# The local refinement's guard against folds: a triangle turned by more than this is a fold in the making, and
+# the solve is repeated (at most this many times in all per round) with its vertices left to the smoothness term.
+FOLD_TURN_DEGREES = 60.0
+FOLD_GUARD_SOLVES = 2
 
 
 @dataclass(frozen=True)
 class RegistrationOptions:
     iterations: int = 6
     prior_start: float = 4.0          # identity prior weight (mm^2 per sigma^2 per correspondence), first round
-    prior_end: float = 0.05           # ... last round (geometric schedule)
+    prior_end: float = 2.0            # ... last round (geometric schedule)
     expression_prior: float = 0.5     # relative to the identity prior
-    landmark_weight: float = 4.0      # one landmark counts as this many surface correspondences
+    landmark_weight: float = 16.0     # one landmark counts as this many surface correspondences (a photo's
+                                      # landmarks say where features are; the surface, how deep)
     jaw_landmark_weight: float = 0.25 # relative weight of the jaw-line landmarks 0-16
     reject_start_mm: float = 25.0     # correspondences farther than this are dropped, first round
     reject_end_mm: float = 6.0        # ... last round
@@ -124,24 +130,59 @@ def uniform_laplacian(triangles: np.ndarray, count: int) -> scipy.sparse.csr_mat
 
 
 class _Surface:
-    """The target surface as vertices with normals, for nearest-point queries."""
+    """The target surface for nearest-point queries: the nearest vertex (fast, for the model fit's many
+    correspondences) or the exact closest point on its triangles (for the refinement and the figures)."""
+
+    CANDIDATE_VERTICES = 4       # the closest point lies on a triangle around one of the nearest few vertices
 
     def __init__(self, vertices: np.ndarray, triangles: np.ndarray) -> None:
         self.vertices = np.asarray(vertices, dtype=np.float64)
-        self.normals = vertex_normals(self.vertices, np.asarray(triangles, dtype=np.int64))
+        self.triangles = np.asarray(triangles, dtype=np.int64)
+        self.normals = vertex_normals(self.vertices, self.triangles)
         self.tree = cKDTree(self.vertices)
+        # Each vertex's triangles, padded with its first one to the largest count (a rectangular table).
+        owner = np.repeat(np.arange(len(self.triangles)), 3)
+        order = np.argsort(self.triangles.ravel(), kind="stable")
+        counts = np.bincount(self.triangles.ravel(), minlength=len(self.vertices))
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        width = int(counts.max())
+        slot = np.minimum(np.arange(width)[None, :], np.maximum(counts[:, None] - 1, 0))
+        self.vertex_triangles = owner[order][np.minimum(starts[:, None] + slot, len(order) - 1)]
 
     def nearest(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The nearest vertex of each point (N, 3): its position, normal and distance."""
         distance, index = self.tree.query(points)
         return self.vertices[index], self.normals[index], distance
+
+    def closest(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The closest point on the surface to each point (N, 3), the surface normal there (vertex normals
+        interpolated) and the distance."""
+        from trimesh.triangles import closest_point, points_to_barycentric
+
+        _, nearest = self.tree.query(points, k=self.CANDIDATE_VERTICES)
+        candidates = self.vertex_triangles[nearest].reshape(len(points), -1)           # (N, C)
+        corners = self.vertices[self.triangles[candidates]]                            # (N, C, 3, 3)
+        repeated = np.repeat(points, candidates.shape[1], axis=0)
+        on = closest_point(corners.reshape(-1, 3, 3), repeated).reshape(len(points), -1, 3)
+        best = np.argmin(np.linalg.norm(on - points[:, None], axis=2), axis=1)
+        rows = np.arange(len(points))
+        point, triangle = on[rows, best], candidates[rows, best]
+        bary = points_to_barycentric(self.vertices[self.triangles[triangle]], point)
+        normal = np.einsum("nk,nkc->nc", bary, self.normals[self.triangles[triangle]])
+        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+        return point, normal, np.linalg.norm(point - points, axis=1)
 
 
 def register_template(template: Template, surface_vertices: np.ndarray, surface_triangles: np.ndarray,
                       landmarks: np.ndarray, mm_per_unit: float,
-                      options: RegistrationOptions = RegistrationOptions()) -> Registration:
+                      options: RegistrationOptions = RegistrationOptions(), yaw: float = 0.0,
+                      camera_position: np.ndarray | None = None) -> Registration:
     """Fit `template` onto a surface (vertices (N, 3), triangles (T, 3), EG3D world) whose 68 landmarks are
-    `landmarks` (68, 3) (NaN rows are ignored). `mm_per_unit` converts world units to millimetres, so the
-    options' weights and distances mean the same for every model."""
+    `landmarks` (68, 3) (NaN rows are ignored), as dlib finds them from an orbit camera at `yaw`. With the
+    `camera_position` (3,) the landmarks were lifted from, only their directions from it count: a landmark's
+    depth along its ray is just where the ray met the surface, which the surface terms already fit.
+    `mm_per_unit` converts world units to millimetres, so the options' weights and distances mean the same for
+    every model."""
     started = time.perf_counter()
     surface = _Surface(surface_vertices, surface_triangles)
     landmarks = np.asarray(landmarks, dtype=np.float64)
@@ -149,9 +190,10 @@ def register_template(template: Template, surface_vertices: np.ndarray, surface_
     inner = np.intersect1d(INNER_LANDMARKS, np.flatnonzero(valid))
     if len(inner) < 6:
         raise ValueError(f"registration needs at least 6 inner landmarks on the surface, got {len(inner)}")
-    scale, rotation, translation = umeyama(template.neutral[template.landmarks[inner]], landmarks[inner])
+    points = landmark_points(yaw)
+    scale, rotation, translation = umeyama(points.of(template.neutral)[inner], landmarks[inner])
 
-    fit = _ModelFit(template, surface, landmarks, valid, mm_per_unit, options)
+    fit = _ModelFit(template, surface, landmarks, valid, points, camera_position, mm_per_unit, options)
     identity, expression, rotation, translation = fit.run(scale, rotation, translation)
     fitted = fit.shape(identity, expression, scale, rotation, translation)
     metrics = {"seconds_fit": time.perf_counter() - started}
@@ -160,7 +202,7 @@ def register_template(template: Template, surface_vertices: np.ndarray, surface_
         refine_started = time.perf_counter()
         vertices = refine_skin(template, fitted, surface, mm_per_unit, options, options.refine_rounds)
         metrics["seconds_refine"] = time.perf_counter() - refine_started
-    _, _, distance = surface.nearest(vertices[:FACE_AREA_VERTICES])
+    _, _, distance = surface.closest(vertices[:FACE_AREA_VERTICES])
     metrics.update(face_distance_mm_median=float(np.median(distance) * mm_per_unit),
                    face_distance_mm_p95=float(np.percentile(distance, 95) * mm_per_unit),
                    seconds=time.perf_counter() - started)
@@ -168,20 +210,34 @@ def register_template(template: Template, surface_vertices: np.ndarray, surface_
                         identity=identity, expression=expression, metrics=metrics)
 
 
+def ray_axes(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit axes (N, 3) each, perpendicular to unit `directions` (N, 3) and to each other."""
+    helper = np.where(np.abs(directions[:, 1:2]) < 0.9, [[0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]])
+    first = np.cross(directions, helper)
+    first /= np.linalg.norm(first, axis=1, keepdims=True)
+    return first, np.cross(directions, first)
+
+
 class _ModelFit:
     """The alternation of correspondences and a linear solve for (rotation step, translation step, identity,
     expression), residuals in millimetres."""
 
     def __init__(self, template: Template, surface: _Surface, landmarks: np.ndarray, valid: np.ndarray,
-                 mm_per_unit: float, options: RegistrationOptions) -> None:
+                 points: LandmarkPoints, camera_position: np.ndarray | None, mm_per_unit: float,
+                 options: RegistrationOptions) -> None:
         self.template, self.surface, self.options = template, surface, options
         self.mm = mm_per_unit
-        self.landmarks, self.valid = landmarks, valid
+        self.landmarks, self.valid, self.points = landmarks, valid, points
+        self.camera_position = None if camera_position is None else np.asarray(camera_position, np.float64)
         self.skin = np.arange(SKIN_VERTICES)
         self.skin_weight = np.where(self.skin < FACE_AREA_VERTICES, 1.0, options.head_weight)
-        # Columns: identity modes then expressions, per vertex (V, 3, K), for the skin and the landmarks only.
-        basis = np.concatenate([template.identity_basis, template.expression_basis]).astype(np.float64)
-        self.basis = np.ascontiguousarray(basis[:, :SKIN_VERTICES].transpose(1, 2, 0))     # (S, 3, K)
+        # Columns: identity modes then expressions, per vertex (V, 3, K), for the skin; and per landmark, the
+        # same combination of vertex columns as the landmark is of vertices.
+        bases = (template.identity_basis, template.expression_basis)
+        self.basis = np.ascontiguousarray(np.concatenate([b[:, :SKIN_VERTICES] for b in bases]).transpose(1, 2, 0),
+                                          dtype=np.float64)                             # (S, 3, K)
+        landmark_columns = np.concatenate([b[:, points.indices] for b in bases])         # (K, 68, k, 3)
+        self.landmark_basis = np.einsum("lk,Klkc->lcK", points.weights, landmark_columns)   # (68, 3, K)
         self.num_identity = template.identity_basis.shape[0]
         self.rng = np.random.default_rng(options.seed)
         self._coefficients_now = np.zeros(self.basis.shape[2])
@@ -234,12 +290,14 @@ class _ModelFit:
         self._pivot = current[:FACE_AREA_VERTICES].mean(0)
         blocks, sides = [], []
 
-        def plane_rows(vertex: np.ndarray, point: np.ndarray, normal: np.ndarray, weight: np.ndarray) -> None:
-            # n . (X(theta) - y): X moves by omega x (X - pivot) + shift + s R (basis @ dc) around `current`.
-            arm = (current[vertex] - self._pivot) * self.mm
+        def plane_rows(position: np.ndarray, basis: np.ndarray, point: np.ndarray, normal: np.ndarray,
+                       weight: np.ndarray) -> None:
+            # n . (X(theta) - y) for model points X at `position` (N, 3) with columns `basis` (N, 3, K): X moves
+            # by omega x (X - pivot) + shift + s R (basis @ dc) around where it is now.
+            arm = (position - self._pivot) * self.mm
             rotated = normal @ rotation * scale * self.mm                       # (N, 3): s R^T n, in mm
-            coefficient = np.einsum("nc,nck->nk", rotated, self.basis[vertex])
-            constant = np.einsum("nc,nc->n", normal, current[vertex] - point) * self.mm
+            coefficient = np.einsum("nc,nck->nk", rotated, basis)
+            constant = np.einsum("nc,nc->n", normal, position - point) * self.mm
             # The basis columns act on absolute coefficients: subtract their current contribution.
             constant = constant - coefficient @ self._coefficients_now
             w = np.sqrt(weight)[:, None]
@@ -252,7 +310,7 @@ class _ModelFit:
         template_normal = vertex_normals(current, self.triangles)[:SKIN_VERTICES]
         keep = (distance < reject) & (np.einsum("nc,nc->n", normal, template_normal) > 0.5)
         vertex = np.flatnonzero(keep)
-        plane_rows(vertex, point[vertex], normal[vertex], self.skin_weight[vertex])
+        plane_rows(current[vertex], self.basis[vertex], point[vertex], normal[vertex], self.skin_weight[vertex])
         # Surface -> template: surface points near the face get their nearest template skin vertex.
         tree = cKDTree(skin)
         candidates = self.rng.integers(0, len(self.surface.vertices), size=o.surface_samples * 4)
@@ -261,41 +319,94 @@ class _ModelFit:
             (np.einsum("nc,nc->n", self.surface.normals[candidates], template_normal[nearest]) > 0.5)
         chosen = candidates[close][:o.surface_samples]
         nearest = nearest[close][:o.surface_samples]
-        plane_rows(nearest, self.surface.vertices[chosen], template_normal[nearest],
+        plane_rows(current[nearest], self.basis[nearest], self.surface.vertices[chosen], template_normal[nearest],
                    np.full(len(chosen), len(vertex) / max(len(chosen), 1) * 0.5))
-        # Landmarks, point to point (three rows each).
-        landmark_vertices = self.template.landmarks[self.valid]
-        targets = self.landmarks[self.valid]
-        weight = np.where(np.flatnonzero(self.valid) < 17, o.jaw_landmark_weight, 1.0) * o.landmark_weight
-        weight = weight * max(len(vertex), 1) / 1000.0
-        for axis in np.eye(3):
-            plane_rows(landmark_vertices, targets, np.broadcast_to(axis, targets.shape).copy(), weight)
+        # Landmarks: across their rays from the camera (two rows each), or point to point without one.
+        index = np.flatnonzero(self.valid)
+        targets = self.landmarks[index]
+        position, basis = self.points.of(current)[index], self.landmark_basis[index]
+        weight = np.where(index < 17, o.jaw_landmark_weight, 1.0) * o.landmark_weight * max(len(vertex), 1) / 1000.0
+        if self.camera_position is None:
+            axes = [np.broadcast_to(axis, targets.shape).copy() for axis in np.eye(3)]
+        else:
+            rays = targets - self.camera_position
+            axes = list(ray_axes(rays / np.linalg.norm(rays, axis=1, keepdims=True)))
+        for axis in axes:
+            plane_rows(position, basis, targets, axis, weight)
         return np.vstack(blocks), np.concatenate(sides)
+
+
+def _vertex_mask(triangles: np.ndarray, count: int) -> np.ndarray:
+    """(count,) float 1.0 at the vertices of `triangles`, else 0."""
+    mask = np.zeros(count)
+    mask[triangles.ravel()] = 1.0
+    return mask
+
+
+def vertex_areas(vertices: np.ndarray, triangles: np.ndarray, count: int) -> np.ndarray:
+    """A third of the area of the triangles around each vertex (count,)."""
+    area = np.linalg.norm(triangle_normals(vertices, triangles), axis=1) / 6.0
+    return np.bincount(triangles.ravel(), weights=np.repeat(area, 3), minlength=count)[:count]
 
 
 def refine_skin(template: Template, fitted: np.ndarray, surface: _Surface, mm_per_unit: float,
                 options: RegistrationOptions, rounds: int = 2) -> np.ndarray:
     """Move the skin onto the surface: per-vertex offsets along the surface normal where the surface is within
-    `refine_reach_mm`, smoothed by a Laplacian; interior parts take their nearest skin vertices' mean offset."""
+    `refine_reach_mm`, smoothed by a Laplacian; interior parts take their nearest skin vertices' mean offset.
+
+    Where the template has a crease the surface does not resolve (between the lips, inside the nostrils, an
+    eyelid's fold), pulling every vertex onto the surface would fold triangles over. So each solve is checked:
+    vertices of triangles turned by more than FOLD_TURN_DEGREES stop following the surface (and their
+    neighbours with them), and the offsets are solved again; the Laplacian then carries the neighbourhood's
+    offset over them smoothly."""
     count = SKIN_VERTICES
     triangles = template.triangles()
+    skin_triangles = triangles[(triangles < count).all(1)]
     laplacian = uniform_laplacian(triangles, count)
+    adjacency = (laplacian != 0).astype(np.float64)       # each vertex with its one-ring
     smooth = options.refine_smoothness * (laplacian.T @ laplacian)
     reach = options.refine_reach_mm / mm_per_unit
     offsets = np.zeros((count, 3))
     normals_template = vertex_normals(fitted, triangles)[:count]
-    for _ in range(rounds):
+    max_turn_cos = np.cos(np.radians(FOLD_TURN_DEGREES))
+    # Each vertex's data term counts as much as the surface it stands for: where ICT's quads are small (lid and
+    # lip margins), the smoothness term weighs relatively more, so offsets stay smooth at the scale of the quads.
+    area = vertex_areas(fitted, skin_triangles, count)
+    area = area / np.mean(area)
+
+    def folds(candidate: np.ndarray) -> np.ndarray:
+        return folded_triangles(fitted, np.vstack([fitted[:count] + candidate, fitted[count:]]), skin_triangles,
+                                max_turn_cos)
+
+    for round_index in range(rounds):
         current = fitted[:count] + offsets
-        point, normal, distance = surface.nearest(current)
+        point, normal, distance = surface.closest(current)
         along = np.einsum("nc,nc->n", normal, point - current)
         agree = np.einsum("nc,nc->n", normal, normals_template) > 0.5
-        weight = np.where(agree & (distance < reach), 1.0, 0.0)
+        weight = np.where(agree & (distance < reach), area, 0.0)
         wanted = offsets + normal * along[:, None]
-        # Symmetric positive definite and warm-started from the last round: conjugate gradients converge in a
-        # few dozen iterations, far quicker than a sparse LU of the same system.
-        system = (scipy.sparse.diags(weight + 1e-3) + smooth).tocsr()
-        offsets = np.stack([scipy.sparse.linalg.cg(system, weight * wanted[:, c], x0=offsets[:, c], rtol=1e-6,
-                                                   maxiter=500)[0] for c in range(3)], axis=1)
+        # Earlier rounds only bring the correspondences closer; the last one is guarded against folds.
+        for _guard in range(FOLD_GUARD_SOLVES if round_index == rounds - 1 else 1):
+            system = (scipy.sparse.diags(weight + 1e-3) + smooth).tocsc()
+            # Symmetric: a minimum-degree ordering of A + A^T fills in far less than the default column order.
+            solved = scipy.sparse.linalg.splu(system, permc_spec="MMD_AT_PLUS_A",
+                                              options={"SymmetricMode": True}).solve(weight[:, None] * wanted)
+            folded = folds(solved)
+            if not folded.any():
+                break
+            weight[(adjacency @ _vertex_mask(skin_triangles[folded], count)) > 0] = 0.0
+        offsets = solved
+    # What the guard could not untangle (a crease folded by its neighbours' offsets) fades back to the fitted
+    # head, which has no folds, over a soft ring: at worst the refinement is undone locally, never a fold left.
+    fade = np.zeros(count)
+    folded = folds(offsets)
+    while folded.any():
+        fade = np.maximum(fade, _vertex_mask(skin_triangles[folded], count))
+        for _ in range(2):
+            fade = np.maximum(fade, (adjacency @ fade) / np.asarray(adjacency.sum(1)).ravel())
+        fade = np.minimum(fade * 1.5, 1.0)
+        folded = folds(offsets * (1.0 - fade[:, None]))
+    offsets = offsets * (1.0 - fade[:, None])
     vertices = fitted.copy()
     vertices[:count] += offsets
     skin_tree = cKDTree(fitted[:count])

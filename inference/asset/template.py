@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..synthetic.ict import DATA_DIR, MULTI_PIE_68, PART_VERTEX_RANGES, load_ict_model
+from ..cameras import yaw_weights
+from ..synthetic.dlib_landmarks import load_definition
+from ..synthetic.ict import DATA_DIR, PART_VERTEX_RANGES, load_ict_model
 
 LAYOUT_PATH = Path(__file__).resolve().parent / "uv_layout.npz"
 TEMPLATE_VERTICES = 24591           # face ... iris right (ICT's vertices [0, 24591))
@@ -58,10 +60,10 @@ class Template:
     polygon_uvs: np.ndarray          # (P, 4) int32 into `uvs`, same -1 pattern
     uvs: np.ndarray                  # (U, 2) float32, one 0-1 tile, v up
     polygon_materials: np.ndarray    # (P,) int32 into MATERIALS
-    landmarks: np.ndarray            # (68,) int64 vertex indices, dlib order
     mirror: np.ndarray               # (V,) int64: the vertex at each vertex's mirror position (x -> -x)
     polygon_parts: np.ndarray        # (P,) int32: which separate piece each polygon belongs to (the face and
-                                     # the head and neck are one skin; each eyeball, the teeth ... their own)
+                                     # the head and neck are one skin; each sclera, each iris, the teeth ...
+                                     # their own: ICT's vertex ranges, by a polygon's first corner)
 
     @property
     def num_vertices(self) -> int:
@@ -83,6 +85,31 @@ class Template:
     def part_vertices(self, part: str) -> np.ndarray:
         lo, hi = PART_VERTEX_RANGES[part]
         return np.arange(lo, hi)
+
+
+@dataclass(frozen=True)
+class LandmarkPoints:
+    """The 68 landmarks on the template as sparse vertex combinations: landmark i is
+    sum_k weights[i, k] * vertices[indices[i, k]]."""
+    indices: np.ndarray              # (68, K) int64
+    weights: np.ndarray              # (68, K) float64, rows summing to 1
+
+    def of(self, vertices: np.ndarray) -> np.ndarray:
+        """vertices (V, 3) -> the landmarks (68, 3)."""
+        return np.einsum("lk,lkc->lc", self.weights, vertices[self.indices])
+
+
+def landmark_points(yaw: float = 0.0) -> LandmarkPoints:
+    """Where dlib places its 68 landmarks on an ICT head seen from an orbit camera at `yaw` (radians): not
+    ICT's named vertices but the calibrated surface points of `inference.synthetic.dlib_landmarks` (the jaw on
+    the visible contour, the eyes on the lid margin), so a photo's landmarks meet the template where dlib
+    put them."""
+    definition = load_definition()
+    blend = yaw_weights(definition.yaws, yaw)
+    used = np.flatnonzero(blend > 0)
+    indices = np.concatenate([definition.indices[b].numpy() for b in used], axis=1)
+    weights = np.concatenate([blend[b] * definition.weights[b].double().numpy() for b in used], axis=1)
+    return LandmarkPoints(indices=indices, weights=weights)
 
 
 def split_polygons(polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +142,6 @@ def load_template(data_dir: Path = DATA_DIR, layout_path: Path = LAYOUT_PATH) ->
         polygons = data["quads"][:TEMPLATE_POLYGONS].astype(np.int32)
     with np.load(layout_path, allow_pickle=False) as layout:
         uvs, polygon_uvs = layout["uvs"].astype(np.float32), layout["polygon_uvs"].astype(np.int32)
-        part_names = [str(n) for n in layout["part_names"]]
-        part_ranges = layout["part_polygon_ranges"].astype(np.int64)
     if polygon_uvs.shape != polygons.shape or not np.array_equal(polygon_uvs < 0, polygons < 0):
         raise ValueError(f"{layout_path} does not match the ICT polygons: rebuild it (scripts/make_uv_layout.py)")
     count = TEMPLATE_VERTICES
@@ -133,9 +158,10 @@ def load_template(data_dir: Path = DATA_DIR, layout_path: Path = LAYOUT_PATH) ->
         else:
             arkit_names.append(name)
             arkit_rows.append(expression[i].copy())
-    parts = np.zeros(len(polygons), np.int32)
-    for index, (name, (lo, hi)) in enumerate(zip(part_names, part_ranges)):
-        parts[lo:hi] = 0 if name in ("face", "head_neck") else index
+    # ICT's vertex ranges are its separate pieces: the skin, the mouth and eye sockets, gums and tongue, teeth, and
+    # each eye's sclera (with the cornea over the iris) and iris.
+    starts = np.array([lo for lo, _ in PART_VERTEX_RANGES.values()])
+    parts = (np.searchsorted(starts, polygons[:, 0], side="right") - 1).astype(np.int32)
     materials = np.zeros(len(polygons), np.int32)
     for name, lo, hi in _MATERIAL_POLYGONS:
         materials[lo:hi] = MATERIALS.index(name)
@@ -147,6 +173,5 @@ def load_template(data_dir: Path = DATA_DIR, layout_path: Path = LAYOUT_PATH) ->
         arkit_basis=np.stack(arkit_rows).astype(np.float32),
         arkit_names=tuple(arkit_names),
         polygons=polygons, polygon_uvs=polygon_uvs, uvs=uvs, polygon_materials=materials,
-        landmarks=np.asarray(MULTI_PIE_68, dtype=np.int64),
         mirror=mirror_vertices(neutral), polygon_parts=parts,
     )
