@@ -26,8 +26,10 @@ class EditSpec:
     maximum: float = 1.0
 
     def describe(self) -> dict:
+        # expression_weights: the edit's geometric effect is these ICT expressions at these weights (at value 1),
+        # so the asset can offer it as a shape key.
         return {"name": self.name, "label": self.label, "min": self.minimum, "max": self.maximum, "default": 0.0,
-                "arkit": sorted(self.z_weights)}
+                "arkit": sorted(self.z_weights), "expression_weights": dict(self.z_weights)}
 
 
 # Names are ARKit's, so the same sliders fit any model that declares these blendshape parameters.

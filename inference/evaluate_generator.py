@@ -65,26 +65,32 @@ def geometry_figures(generator: TriPlaneGenerator, planes: torch.Tensor, heads: 
     cfg = generator.config
     mesh = extract_mesh(generator, planes[index:index + 1], resolution=grid, level=cfg.surface_level,
                         border_fraction=cfg.mesh_border_fraction, with_colors=False)
-    true_vertices = heads.vertices[index].numpy()
-    face_faces = heads.faces[:load_ict_model().face_region_triangles].numpy()
+    return surface_figures(mesh.vertices, mesh.faces, heads.vertices[index].numpy(), heads.faces.numpy(), rng)
+
+
+def surface_figures(vertices: np.ndarray, faces: np.ndarray, true_vertices: np.ndarray, true_faces: np.ndarray,
+                    rng: np.random.Generator) -> dict[str, float]:
+    """Chamfer distances (mm) between a mesh (vertices (V, 3), faces (F, 3), world) and a true ICT head's face
+    region (its part of the mesh nearest the true face), and the mesh's open edges near the true face."""
+    face_faces = true_faces[:load_ict_model().face_region_triangles]
     truth = sample_surface(true_vertices, face_faces, 20000, rng)
-    predicted = sample_surface(mesh.vertices, mesh.faces, 60000, rng)
+    predicted = sample_surface(vertices, faces, 60000, rng)
     to_pred, _ = cKDTree(predicted).query(truth)
     # Predicted points count toward the face region when the truth's face surface is their nearest.
-    full_truth = sample_surface(true_vertices, heads.faces.numpy(), 60000, rng)
+    full_truth = sample_surface(true_vertices, true_faces, 60000, rng)
     face_tree, all_tree = cKDTree(truth), cKDTree(full_truth)
     d_face, _ = face_tree.query(predicted)
     d_all, _ = all_tree.query(predicted)
     near_face = d_face <= d_all + 1e-9
     to_truth = d_face[near_face & (d_face < 20 * MM)]
     both = np.concatenate([to_pred, to_truth]) / MM
-    edges = np.sort(np.concatenate([mesh.faces[:, [0, 1]], mesh.faces[:, [1, 2]], mesh.faces[:, [2, 0]]]), axis=1)
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
     unique, counts = np.unique(edges, axis=0, return_counts=True)
     boundary = unique[counts == 1]
-    boundary_points = mesh.vertices[boundary[:, 0]]
+    boundary_points = vertices[boundary[:, 0]]
     near_face_boundary = int((cKDTree(truth).query(boundary_points)[0] < 5 * MM).sum()) if len(boundary) else 0
     return {"chamfer_median_mm": float(np.median(both)), "chamfer_p95_mm": float(np.percentile(both, 95)),
-            "face_boundary_edges": near_face_boundary, "mesh_faces": int(len(mesh.faces))}
+            "face_boundary_edges": near_face_boundary, "mesh_faces": int(len(faces))}
 
 
 def reprojection_psnr(image_a: torch.Tensor, depth_a: torch.Tensor, mask_a: torch.Tensor, image_b: torch.Tensor,

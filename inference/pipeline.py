@@ -5,8 +5,11 @@
                -> landmark fit: the head's shape and the pose, alternately (with a landmark regressor)
                -> refinement: w_plus fit + PTI tuning; local detail from the photo
                -> tri-planes -> mesh with vertex colours (EG3D world)
-               -> a result folder: mesh.npz + camera, orbit rig and landmarks in Blender's frame (result.json),
-                  and the photo the camera frames (the file itself, or its upright pixels as photo.png)
+               -> the asset: the template head registered onto it, its texture baked, its shape keys
+                  (inference.asset), or the raw mesh
+               -> a result folder: mesh.npz, texture.png, shape_keys.npz + camera, orbit rig and landmarks in
+                  Blender's frame (result.json), and the photo the camera frames (the file itself, or its upright
+                  pixels as photo.png)
 The conversion to Blender's frame happens here, through `cameras`, so the add-on only copies arrays.
 """
 
@@ -28,8 +31,12 @@ from .cameras import (
     eg3d_to_blender_points,
     orbit_cam2world,
 )
+from .asset.bake import PhotoView
+from .asset.build import TEXTURE_SIZES, TOPOLOGIES, HeadAsset, raw_asset, template_asset
+from .errors import TriFaceError
+from .export import write_png
 from .invert import STEP_BUDGETS, Budget, ProgressFn, face_mask, fit_w_plus, tune_generator, use_weights
-from .mesh import Mesh, extract_mesh
+from .mesh import Mesh, extract_mesh, sample_colors
 from .model_landmarks import LandmarkRegressor, LandmarkTarget, fit_to_landmarks
 from .networks.encoder import LatentEncoder
 from .networks.local_detail import LocalDetail, LocalDetailNet
@@ -44,7 +51,7 @@ from .preprocess.align import (
 )
 from .preprocess.decode import Photo, load_photo, save_pixels
 from .preprocess.detect import detect_faces, select_face
-from .wire import MESH_ARRAYS, save_arrays
+from .wire import save_arrays
 
 POSE_ROUNDS = 1   # re-estimations of the camera against the fitted head's landmarks (more change little)
 ORBIT_YAWS = (-0.6, -0.3, 0.0, 0.3, 0.6)   # radians around the pivot: EG3D's typical pose range
@@ -211,6 +218,81 @@ def face_mesh(generator: TriPlaneGenerator, w_plus: torch.Tensor, resolution: in
                             border_fraction=cfg.mesh_border_fraction, detail=detail)
 
 
+@dataclass(frozen=True)
+class AssetRequest:
+    """What kind of head a result carries (the import's Topology and Texture size options)."""
+    topology: str = "template"
+    texture_size: int | None = 2048      # None: vertex colours only
+
+    def __post_init__(self) -> None:
+        if self.topology not in TOPOLOGIES:
+            raise TriFaceError(f"unknown topology {self.topology!r}; use one of {', '.join(TOPOLOGIES)}")
+        if self.texture_size is not None and self.texture_size not in TEXTURE_SIZES:
+            raise TriFaceError(f"texture size {self.texture_size} is not offered; use one of "
+                               f"{', '.join(map(str, TEXTURE_SIZES))} (or none for vertex colours)")
+
+
+def photo_view(fit: FaceFit, photo: Photo | None, generator: TriPlaneGenerator) -> PhotoView | None:
+    """The photo as the bake sees it: its decoded pixels and the camera that frames them (None without a photo).
+    For a model without hair only the face region of the photo is used (its hair would land on the scalp)."""
+    if photo is None:
+        return None
+    cam2world, intrinsics = photo_camera(fit.alignment)
+    region = None
+    if generator.config.extras.get("hair", True) is False:
+        crop = fit.alignment
+        size = crop.crop_size
+        mask = feathered(torch.from_numpy(face_mask(crop.landmarks_crop, size))[None, None], size // 32)[0, 0].numpy()
+
+        def region(points: np.ndarray) -> np.ndarray:
+            # The face mask of the crop camera (jaw line closed over the lifted brows), looked up per point.
+            cam = (points - crop.cam2world[:3, 3]) @ crop.cam2world[:3, :3]
+            k = crop.intrinsics
+            x, y = cam[:, 0] / cam[:, 2], cam[:, 1] / cam[:, 2]
+            col = np.clip(((k[0, 0] * x + k[0, 1] * y + k[0, 2]) * size).astype(np.int64), 0, size - 1)
+            row = np.clip(((k[1, 1] * y + k[1, 2]) * size).astype(np.int64), 0, size - 1)
+            return mask[row, col]
+    return PhotoView(pixels=photo.pixels, cam2world=cam2world, intrinsics=intrinsics, region=region)
+
+
+def mesh_landmarks(fit: FaceFit, mesh: Mesh) -> np.ndarray:
+    """The photo's 68 landmarks lifted onto the mesh along the crop camera's rays: (68, 3) EG3D world, NaN where
+    a ray misses the head."""
+    crop = fit.alignment
+    rays = pixel_directions(crop.cam2world, crop.intrinsics, crop.landmarks_crop, (crop.crop_size, crop.crop_size))
+    return points_on_mesh(mesh, crop.cam2world[:3, 3], rays)
+
+
+@torch.no_grad()
+def head_asset(generator: TriPlaneGenerator, fit: FaceFit, w_plus: torch.Tensor, mesh: Mesh,
+               landmarks: np.ndarray, request: AssetRequest, photo: Photo | None, edits: list[dict],
+               progress: ProgressFn | None = None) -> tuple[HeadAsset, list[str]]:
+    """The head the result carries, and warnings for the user: the registered template with its texture and
+    shape keys, or the raw mesh (also when the template cannot be fitted: too few landmarks on the surface)."""
+    report = progress or (lambda fraction, message: None)
+    cfg = generator.config
+    view = photo_view(fit, photo, generator)
+    warnings = []
+    with use_weights(generator, fit.tuned):
+        planes = generator.synthesize_planes(w_plus)
+
+        def field_colours(points: np.ndarray) -> np.ndarray:
+            return sample_colors(generator, planes, np.asarray(points, np.float32), detail=fit.detail)
+
+        if request.topology == "template":
+            report(0.94, "fitting the template head")
+            try:
+                # The landmarks were lifted onto the mesh along the crop camera's rays (see `mesh_landmarks`).
+                return template_asset(mesh.vertices, mesh.faces, landmarks, cfg.metres_per_unit * 1000.0,
+                                      field_colours, view, request.texture_size, edits, yaw=fit.alignment.yaw,
+                                      camera_position=fit.alignment.cam2world[:3, 3]), warnings
+            except ValueError as exc:
+                warnings.append(f"the template head could not be fitted ({exc}); this head is the raw surface")
+        report(0.94, "unwrapping the surface" if request.texture_size else "writing the surface")
+        return raw_asset(mesh.vertices, mesh.faces, mesh.colors, field_colours, view, request.texture_size,
+                         cfg.metres_per_unit * 1000.0), warnings
+
+
 def pixel_directions(cam2world: np.ndarray, intrinsics: np.ndarray, pixels: np.ndarray,
                      image_size: tuple[int, int]) -> np.ndarray:
     """Unit world directions (N, 3) of the rays through pixel positions (N, 2) (u right, v down)."""
@@ -259,9 +341,11 @@ def camera_photo(photo: Photo, job_dir: Path) -> Path:
     return path
 
 
-def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit, mesh: Mesh,
-                      edits: list[dict], edit_values: dict[str, float], photo_image: Path | None = None) -> dict:
-    """Write mesh.npz into `job_dir` and return the result manifest (plain JSON data, Blender frame).
+def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit, asset: HeadAsset,
+                      landmarks: np.ndarray, edits: list[dict], edit_values: dict[str, float],
+                      photo_image: Path | None = None, warnings: list[str] | None = None) -> dict:
+    """Write the head (mesh.npz, texture.png, shape_keys.npz; see `wire`) into `job_dir` and return the result
+    manifest (plain JSON data, Blender frame). `landmarks` (68, 3) EG3D world (see `mesh_landmarks`).
 
     Pixel positions and the input camera's resolution are in the frame of the photo as decoded (upright, at
     most MAX_SIDE on its longest side): the frame of `photo_image` (see `camera_photo`), when given."""
@@ -269,8 +353,25 @@ def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit,
     mpu = cfg.metres_per_unit
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
-    save_arrays(job_dir / "mesh.npz", vertices=mesh.blender_vertices(mpu), faces=mesh.faces.astype(np.int32),
-                colors=np.clip(mesh.colors, 0.0, 1.0).astype(np.float32))
+    arrays = {"vertices": eg3d_to_blender_points(asset.vertices, mpu).astype(np.float32),
+              "loop_vertices": asset.loop_vertices.astype(np.int32),
+              "polygon_sizes": asset.polygon_sizes.astype(np.int32),
+              "colors": np.clip(asset.colors, 0.0, 1.0).astype(np.float32),
+              "polygon_materials": asset.polygon_materials.astype(np.int32)}
+    if asset.loop_uvs is not None:
+        arrays["loop_uvs"] = asset.loop_uvs.astype(np.float32)
+    save_arrays(job_dir / "mesh.npz", **arrays)
+    texture = None
+    if asset.texture is not None:
+        write_png(job_dir / "texture.png", asset.texture)
+        texture = {"file": "texture.png", "size": int(asset.texture.shape[0]), "colour_space": "sRGB"}
+    shape_keys = None
+    if asset.shape_keys:
+        # Offsets are directions: the frame change without the translation (points minus the origin's image).
+        origin = eg3d_to_blender_points(np.zeros((1, 3)), mpu)
+        offsets = eg3d_to_blender_points(asset.shape_offsets.reshape(-1, 3), mpu) - origin
+        save_arrays(job_dir / "shape_keys.npz", offsets=offsets.reshape(asset.shape_offsets.shape).astype(np.float32))
+        shape_keys = {"file": "shape_keys.npz", "keys": [key.describe() for key in asset.shape_keys]}
 
     width, height = fit.alignment.photo_size
     cam2world, intrinsics = photo_camera(fit.alignment)
@@ -281,9 +382,6 @@ def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit,
         c2w = orbit_cam2world(yaw, 0.0, radius=cfg.rendering.avg_camera_radius, pivot=pivot)
         camera = cam2world_to_blender(c2w, fit.alignment.intrinsics, mpu, resolution=ORBIT_RESOLUTION)
         orbit.append({"name": f"yaw {np.degrees(yaw):+.0f}", "yaw": yaw, **_blender_camera_dict(camera)})
-    crop = fit.alignment
-    rays = pixel_directions(crop.cam2world, crop.intrinsics, crop.landmarks_crop, (crop.crop_size, crop.crop_size))
-    face_landmarks = points_on_mesh(mesh, crop.cam2world[:3, 3], rays)
     return {
         "face_id": fit.face_id,
         "photo": str(fit.photo),
@@ -294,20 +392,24 @@ def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit,
         "face_index": fit.face_index,
         "faces_found": fit.faces_found,
         "model": cfg.name,
-        "mesh": {"file": "mesh.npz", "arrays": sorted(MESH_ARRAYS), "vertices": int(len(mesh.vertices)),
-                 "faces": int(len(mesh.faces)), "colour_space": "sRGB"},
-        "texture": None,
+        "mesh": {"file": "mesh.npz", "topology": asset.topology, "arrays": sorted(arrays),
+                 "vertices": int(len(asset.vertices)), "polygons": int(len(asset.polygon_sizes)),
+                 "materials": list(asset.materials), "colour_space": "sRGB"},
+        "texture": texture,
+        "shape_keys": shape_keys,
         "input_camera": _blender_camera_dict(input_camera),
         "orbit": {"pivot": eg3d_to_blender_points(pivot[None], mpu)[0].tolist(), "cameras": orbit},
         # The photo's 68 landmarks lifted onto the mesh along the input camera's rays (NaN where a ray misses
         # the head), and how far the model's mean landmarks, posed by the fitted camera, fall from them.
         "landmarks": {"photo_px": fit.landmarks_photo.tolist(),
-                      "mesh": _nan_to_none(eg3d_to_blender_points(face_landmarks, mpu)),
+                      "mesh": _nan_to_none(eg3d_to_blender_points(landmarks, mpu)),
                       "pose_residual_px": float(fit.alignment.residual_px)},
         "edits": edits,
         "edit_values": edit_values,
+        "asset": {k: round(float(v), 4) for k, v in asset.metrics.items()},
+        "warnings": list(warnings or []),
         "fit": {"steps": len(fit.fit_losses), "loss_first": fit.fit_losses[0] if fit.fit_losses else None,
                 "loss_last": fit.fit_losses[-1] if fit.fit_losses else None, "tune_steps": len(fit.tune_losses),
                 "tune_loss_last": fit.tune_losses[-1] if fit.tune_losses else None},
-        "seconds": {k: round(v, 3) for k, v in fit.seconds.items()},
+        "seconds": {k: round(v, 3) for k, v in {**fit.seconds, **asset.seconds}.items()},
     }

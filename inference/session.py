@@ -6,10 +6,11 @@ methods directly. Each op takes plain params and a progress callback and returns
 Ops and params:
   hello                                  -> engine and torch versions, device, GPU and free memory, model
   load_model  {model: "default" | folder, device: "auto" | "cpu" | "cuda" | "mps"}
-  invert      {image, job_dir, face_index=0, steps="fast" | int, mesh_resolution=192}
+  invert      {image, job_dir, face_index=0, steps="fast" | int, mesh_resolution=192,
+               topology="template" | "raw", texture_size=2048 | 1024 | 4096 | None}
               -> the face result manifest (see `pipeline.write_face_result`); the face stays cached
-  synthesize  {face_id, job_dir, edits: {name: value}, mesh_resolution=192, and optionally the invert params
-              (used when the engine no longer holds the face)} -> a new manifest, same face
+  synthesize  {face_id, job_dir, edits: {name: value}, mesh_resolution=192, topology, texture_size, and
+              optionally the invert params (used when the engine no longer holds the face)} -> a new manifest
   release     {face_id | None}           -> forget one face (or all) and free the device's cached memory
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import platform
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -24,12 +26,14 @@ from typing import Any
 import torch
 
 from . import __version__
+from .asset.build import warm_caches
 from .editing import EditDirections, edit_directions
 from .errors import TriFaceError, UnknownFaceError
 from .invert import STEP_BUDGETS, Budget, ProgressFn, w_spread
 from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model, select_device
 from .model_landmarks import load_landmark_regressor
-from .pipeline import FaceFit, camera_photo, face_mesh, invert_photo, write_face_result
+from .pipeline import (AssetRequest, FaceFit, camera_photo, face_mesh, head_asset, invert_photo,
+                       mesh_landmarks, write_face_result)
 from .preprocess.decode import Photo, load_photo
 from .wire import PROTOCOL_VERSION
 
@@ -76,7 +80,7 @@ class Session:
         photo = load_photo(Path(_required(params, "image")))
         fit = self._fit(params, lambda f, m: progress(0.9 * f, m), photo)
         photo_image = camera_photo(photo, Path(_required(params, "job_dir")))
-        return self._result(fit, params, {}, progress, photo_image)
+        return self._result(fit, params, {}, progress, photo_image, photo)
 
     def synthesize(self, params: dict[str, Any], progress: ProgressFn) -> dict:
         self._ensure_model(progress)
@@ -127,6 +131,10 @@ class Session:
             self.local_detail = load_local_detail(folder, generator)
             self.generator, self.model_folder = generator, folder
             self.faces.clear()
+            # The template head and its texel maps are the same for every face: ready them while the user picks
+            # a photo, not on the first import. Not a daemon: an exit waits the few seconds for it rather than
+            # stopping it inside torch, which aborts the process.
+            threading.Thread(target=warm_caches, name="triface-asset-warmup").start()
         return self.generator
 
     def _model_id(self) -> str:
@@ -140,14 +148,26 @@ class Session:
             self.faces.popitem(last=False)
 
     def _result(self, fit: FaceFit, params: dict[str, Any], edits: dict[str, float], progress: ProgressFn,
-                photo_image: Path | None = None) -> dict:
+                photo_image: Path | None = None, photo: Photo | None = None) -> dict:
         generator = self.generator
+        request = _asset_request(params)
         w_plus = self.directions.apply(fit.w_plus, edits) if edits else fit.w_plus
         progress(0.92, "extracting the mesh")
         mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)), fit.tuned, fit.detail)
+        if photo is None and request.texture_size and Path(fit.photo).is_file():
+            photo = load_photo(fit.photo)   # a re-synthesis bakes from the photo again
+        landmarks = mesh_landmarks(fit, mesh)
+        edit_list = self.directions.describe()
+        asset, warnings = head_asset(generator, fit, w_plus, mesh, landmarks, request, photo, edit_list, progress)
         progress(0.98, "writing the result")
-        return write_face_result(Path(_required(params, "job_dir")), generator, fit, mesh,
-                                 self.directions.describe(), edits, photo_image)
+        return write_face_result(Path(_required(params, "job_dir")), generator, fit, asset, landmarks, edit_list,
+                                 edits, photo_image, warnings)
+
+
+def _asset_request(params: dict[str, Any]) -> AssetRequest:
+    size = params.get("texture_size", 2048)
+    return AssetRequest(topology=str(params.get("topology", "template")),
+                        texture_size=None if size in (None, 0, "none") else int(size))
 
 
 def _required(params: dict[str, Any], name: str) -> Any:

@@ -28,14 +28,30 @@ PROTOCOL_VERSION = 1
 OPS = ("hello", "load_model", "invert", "synthesize", "release", "cancel", "shutdown")
 EVENTS = ("progress", "result", "error")
 
-# Arrays of a face mesh in `mesh.npz`, all in Blender's world frame (Z up, metres).
+# Arrays of a face mesh in `mesh.npz`, all in Blender's world frame (Z up, metres). Polygons are listed as
+# Blender stores them: their corners (loops) one polygon after another, and each polygon's corner count.
 MESH_ARRAYS = {
     "vertices": "(V, 3) float32, Blender world, metres",
-    "faces": "(F, 3) int32 triangle vertex indices, counter-clockwise seen from outside",
+    "loop_vertices": "(L,) int32 vertex index of each polygon corner, counter-clockwise seen from outside",
+    "polygon_sizes": "(P,) int32 corners per polygon (3 or 4; sum = L)",
     "colors": "(V, 3) float32 sRGB in [0, 1], the model's colour at each vertex",
 }
-# Optional arrays that come with a baked texture (filled in once texture baking exists).
-TEXTURE_ARRAYS = {"uvs": "(F * 3, 2) float32 UV per face corner"}
+# Optional arrays in `mesh.npz`: texture coordinates (with a baked texture) and material slots (the template
+# head: skin, eyes, mouth; the slot names are the manifest's mesh.materials).
+MESH_OPTIONAL_ARRAYS = {
+    "loop_uvs": "(L, 2) float32 UV of each polygon corner, one 0-1 tile, v up",
+    "polygon_materials": "(P,) int32 index into manifest mesh.materials",
+}
+# Shape keys in `shape_keys.npz` (manifest shape_keys.file): offsets from the basis mesh, same vertex order.
+SHAPE_KEY_ARRAYS = {"offsets": "(K, V, 3) float32, Blender world, metres, the manifest's shape_keys.keys order"}
+
+# The result manifest's asset parts (plain JSON), beside photo, cameras and landmarks:
+#   "mesh": {"file": "mesh.npz", "topology": "template" | "raw", "vertices": V, "polygons": P,
+#            "materials": ["skin", "eyes", "mouth"] (template) or ["skin"], "colour_space": "sRGB"}
+#   "texture": {"file": "texture.png", "size": 2048, "colour_space": "sRGB"} or null (vertex colours only)
+#   "shape_keys": {"file": "shape_keys.npz", "keys": [{"name": "jawOpen", "min": 0.0, "max": 1.0,
+#                  "edit": null | "smile"}, ...]} or null; a key whose "edit" names a model edit is that edit's
+#                  geometric effect at value 1 (the sidebar slider drives it without asking the engine).
 
 
 class WireError(ValueError):

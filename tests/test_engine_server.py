@@ -70,16 +70,30 @@ def test_session_inverts_a_photo_and_resynthesises_it_with_an_edit(tmp_path):
     session = Session(model="default", device="cpu")
     events = []
     result = session.invert({"image": str(PHOTO), "job_dir": str(tmp_path / "a"), "steps": 2,
-                             "mesh_resolution": 96}, lambda f, m: events.append((f, m)))
+                             "mesh_resolution": 96, "texture_size": 1024}, lambda f, m: events.append((f, m)))
     assert result["faces_found"] == 1 and result["fit"]["steps"] == 2
     assert [f for f, _ in events] == sorted(f for f, _ in events)
-    mesh = wire.load_arrays(tmp_path / "a" / "mesh.npz", wire.MESH_ARRAYS)
-    assert mesh["faces"].max() < len(mesh["vertices"]) and mesh["colors"].shape == mesh["vertices"].shape
+    # The template head (the default topology): ICT's quads, one UV per corner, a texture and shape keys.
+    assert result["mesh"]["topology"] == "template" and result["warnings"] == []
+    mesh = wire.load_arrays(tmp_path / "a" / "mesh.npz", {**wire.MESH_ARRAYS, **wire.MESH_OPTIONAL_ARRAYS})
+    assert mesh["loop_vertices"].max() < len(mesh["vertices"]) == result["mesh"]["vertices"]
+    assert mesh["polygon_sizes"].sum() == len(mesh["loop_vertices"]) == len(mesh["loop_uvs"])
+    assert set(np.unique(mesh["polygon_sizes"])) == {3, 4} and mesh["colors"].shape == mesh["vertices"].shape
+    assert Image.open(tmp_path / "a" / result["texture"]["file"]).size == (1024, 1024)
+    keys = result["shape_keys"]["keys"]
+    offsets = wire.load_arrays(tmp_path / "a" / "shape_keys.npz", wire.SHAPE_KEY_ARRAYS)["offsets"]
+    assert offsets.shape == (len(keys), len(mesh["vertices"]), 3)
+    assert {"jawOpen", "mouthSmileLeft", "eyeBlinkRight"} <= {k["name"] for k in keys}
+    assert {k["edit"] for k in keys if k["edit"]} == {"smile", "jaw_open", "blink", "brow_raise"}
     edited = session.synthesize({"face_id": result["face_id"], "job_dir": str(tmp_path / "b"),
-                                 "edits": {"jaw_open": 1.0}, "mesh_resolution": 96}, lambda f, m: None)
+                                 "edits": {"jaw_open": 1.0}, "mesh_resolution": 96, "topology": "raw",
+                                 "texture_size": None}, lambda f, m: None)
     assert edited["face_id"] == result["face_id"] and edited["edit_values"] == {"jaw_open": 1.0}
-    moved = wire.load_arrays(tmp_path / "b" / "mesh.npz", wire.MESH_ARRAYS)
-    assert len(moved["vertices"]) != len(mesh["vertices"]) or not np.allclose(moved["vertices"], mesh["vertices"])
+    # The raw surface asked for: triangles with vertex colours, no UVs, texture or shape keys.
+    raw = wire.load_arrays(tmp_path / "b" / "mesh.npz", wire.MESH_ARRAYS)
+    assert edited["mesh"]["topology"] == "raw" and (raw["polygon_sizes"] == 3).all()
+    assert edited["texture"] is None and edited["shape_keys"] is None and "loop_uvs" not in edited["mesh"]["arrays"]
+    assert len(raw["vertices"]) != len(mesh["vertices"])
     assert result["photo_image"] == {"file": str(PHOTO), "size": [450, 550], "copy": False, "scale": 1.0}
     with pytest.raises(UnknownFaceError, match="import the photo again"):
         session.synthesize({"face_id": "nope", "job_dir": str(tmp_path / "c")}, lambda f, m: None)

@@ -1,0 +1,248 @@
+"""The head as a production asset, engine side: template registration, texture baking, shape keys, mesh checks.
+
+Real components throughout: the ICT template and its committed UV layout, true ICT heads as ground truth, the
+bundled model's own surface, the project's rasteriser for photos and renders.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+import torch.nn.functional as F
+
+from inference.asset.bake import PhotoView, srgb_to_linear, texel_map
+from inference.asset.build import raw_asset
+from inference.asset.evaluate import bake_template, known_texture_photo, psnr, render_uvs, sample_texture, texel_parts
+from inference.asset.quality import folded_triangles, intersecting_triangles
+from inference.asset.register import register_template
+from inference.asset.template import FACE_AREA_VERTICES, SKIN_VERTICES, arkit_name, landmark_points, load_template, \
+    split_polygons
+from inference.cameras import orbit_cam2world
+from inference.synthetic.groundtruth import build_heads
+from inference.synthetic.heads import sample_params
+
+MM = 427.0      # millimetres per world unit of the ICT heads and the default model
+PIVOT = np.array([0.0, 0.0, 0.2])
+ARKIT = {f"{name}{side}" for name in ("eyeBlink", "eyeLookDown", "eyeLookIn", "eyeLookOut", "eyeLookUp", "eyeSquint",
+                                     "eyeWide", "mouthSmile", "mouthFrown", "mouthDimple", "mouthStretch",
+                                     "mouthPress", "mouthLowerDown", "mouthUpperUp", "browDown", "browOuterUp",
+                                     "cheekSquint", "noseSneer") for side in ("Left", "Right")} | {
+    "jawForward", "jawLeft", "jawRight", "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft",
+    "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "browInnerUp",
+    "cheekPuff", "tongueOut"}
+
+
+@pytest.fixture(scope="module")
+def template():
+    return load_template()
+
+
+def true_head(seed: int) -> np.ndarray:
+    """A random ICT head (identity and expression), the template's vertices of it (V, 3), EG3D world."""
+    params = sample_params(1, torch.Generator().manual_seed(seed))
+    return build_heads(params).vertices[0].double().numpy()
+
+
+def face_triangles(template) -> np.ndarray:
+    triangles = template.triangles()
+    return triangles[(triangles < FACE_AREA_VERTICES).all(1)]
+
+
+# -- shape keys ----------------------------------------------------------------------------------------------
+
+def test_ict_names_become_arkit_names():
+    assert arkit_name("mouthSmile_L") == "mouthSmileLeft" and arkit_name("eyeBlink_R") == "eyeBlinkRight"
+    assert arkit_name("cheekPuff_L") == "cheekPuff" and arkit_name("browInnerUp_R") == "browInnerUp"
+    assert arkit_name("jawOpen") == "jawOpen"
+
+
+def test_template_offers_every_arkit_blendshape_but_the_tongue(template):
+    assert len(set(template.arkit_names)) == len(template.arkit_names) == 51
+    assert set(template.arkit_names) == ARKIT - {"tongueOut"}
+    assert template.arkit_basis.shape == (51, template.num_vertices, 3)
+    # ARKit's one cheekPuff is ICT's two halves together.
+    halves = [template.expression_names.index(n) for n in ("cheekPuff_L", "cheekPuff_R")]
+    np.testing.assert_allclose(template.arkit_basis[template.arkit_names.index("cheekPuff")],
+                               template.expression_basis[halves].sum(0), atol=1e-6)
+
+
+# -- registration --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [1_000_211, 1_000_223])
+def test_registration_onto_a_true_head_lands_within_a_millimetre_per_vertex(template, seed):
+    """Target (a) of the asset issue: fitted to a true ICT head's own surface, from its landmarks where dlib
+    finds them at the photo's yaw, the template lands on the head vertex for vertex."""
+    truth = true_head(seed)
+    triangles = template.triangles()
+    yaw = 0.3
+    camera = orbit_cam2world(yaw, 0.0, radius=2.7, pivot=PIVOT)[:3, 3]
+    result = register_template(template, truth, triangles[(triangles < SKIN_VERTICES).all(1)],
+                               landmark_points(yaw).of(truth), MM, yaw=yaw, camera_position=camera)
+    error = np.linalg.norm(result.vertices[:FACE_AREA_VERTICES] - truth[:FACE_AREA_VERTICES], axis=1) * MM
+    assert np.median(error) < 1.0 and np.percentile(error, 95) < 3.0
+    assert not folded_triangles(result.fitted, result.vertices, face_triangles(template)).any()
+
+
+@pytest.fixture(scope="module")
+def model_head():
+    """The bundled model's own head at the mean latent: its marching-cubes surface and the landmarks its
+    landmark regressor puts on it (where dlib finds them on a frontal photo)."""
+    from inference.model_io import DEFAULT_MODEL_DIR, load_model
+    from inference.model_landmarks import load_landmark_regressor
+    from inference.pipeline import face_mesh
+
+    generator = load_model(DEFAULT_MODEL_DIR, "cpu").requires_grad_(False)
+    w_plus = generator.w_avg[None, None].expand(1, generator.num_ws, -1)
+    mesh = face_mesh(generator, w_plus, 128)
+    with torch.no_grad():
+        landmarks = load_landmark_regressor(DEFAULT_MODEL_DIR, generator)(w_plus, 0.0)[0].double().numpy()
+    return mesh, landmarks
+
+
+def test_registration_follows_the_models_surface_without_folding_a_face(template, model_head):
+    mesh, landmarks = model_head
+    camera = orbit_cam2world(0.0, 0.0, radius=2.7, pivot=PIVOT)[:3, 3]
+    result = register_template(template, mesh.vertices, mesh.faces, landmarks, MM, camera_position=camera)
+    assert result.metrics["face_distance_mm_median"] < 0.5      # exact point-to-surface distance
+    faces = face_triangles(template)
+    assert not folded_triangles(result.fitted, result.vertices, faces).any()
+    # Interior parts move as rigid pieces: an eyeball keeps its shape.
+    eye = template.part_vertices("sclera_left")
+    np.testing.assert_allclose(result.vertices[eye] - result.vertices[eye].mean(0),
+                               result.fitted[eye] - result.fitted[eye].mean(0), atol=1e-9)
+
+
+def test_registration_without_enough_landmarks_says_so(template, model_head):
+    mesh, landmarks = model_head
+    hidden = landmarks.copy()
+    hidden[20:] = np.nan
+    with pytest.raises(ValueError, match="at least 6 inner landmarks"):
+        register_template(template, mesh.vertices, mesh.faces, hidden, MM)
+
+
+# -- mesh checks ---------------------------------------------------------------------------------------------
+
+def test_fold_and_intersection_checks_find_what_they_should():
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0.2, 0.2, -1], [0.2, 0.2, 1], [1.2, 1.2, 0]], float)
+    triangles = np.array([[0, 1, 2], [3, 4, 5]])
+    assert intersecting_triangles(vertices, triangles).tolist() == [True, True]
+    apart = vertices + np.array([[0, 0, 0]] * 3 + [[5, 0, 0]] * 3)
+    assert intersecting_triangles(apart, triangles).tolist() == [False, False]
+    flipped = vertices.copy()
+    flipped[[1, 2]] = flipped[[2, 1]]
+    assert folded_triangles(vertices, flipped, triangles).tolist() == [True, False]
+
+
+# -- texture baking ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def textured_head(template):
+    """The neutral template with a known texture at 1K, and a 2048 px photo of it from 17 degrees aside."""
+    truth, view = known_texture_photo(template, 1024, MM)
+    triangles, owner = split_polygons(template.polygons)
+    uv_triangles, _ = split_polygons(template.polygon_uvs)
+    return {"truth": truth, "view": view, "triangles": triangles, "uv_triangles": uv_triangles, "owner": owner,
+            "texels": texel_map(template.uvs, uv_triangles, 1024), "size": 1024}
+
+
+def test_a_known_texture_round_trips_through_a_photo_and_the_bake(template, textured_head):
+    """Issue target: visible-region PSNR > 30 dB at 1K. Visible: where the photo itself sees the texel squarely
+    (its direct weight is full), the eyes and mouth included."""
+    result = bake_template(template, textured_head["view"], lambda p: np.full((len(p), 3), 0.5), 1024, MM)
+    seen = result.direct_weight >= 0.99
+    assert seen.sum() > 200_000       # about a quarter of the 1K texture
+    error = (result.texture.astype(float) - textured_head["truth"]) / 255.0
+    assert psnr(error[seen]) > 30.0
+    # The eyes are seen through their own piece: the cornea's texels, not the iris behind it.
+    sclera = seen & (texel_parts(template, 1024) == 5)
+    assert sclera.sum() > 300 and psnr(error[sclera]) > 28.0
+
+
+def test_the_unseen_side_is_the_mirror_of_the_seen_one_and_the_back_is_the_field(template, textured_head):
+    result = bake_template(template, textured_head["view"], lambda p: np.full((len(p), 3), 0.25), 1024, MM)
+    mirrored = (result.photo_weight > 0.99) & (result.direct_weight == 0)
+    assert mirrored.sum() > 20_000
+    unseen = result.photo_weight == 0
+    texels = textured_head["texels"]
+    chart = np.zeros_like(unseen)
+    chart[texels.rows, texels.cols] = True
+    assert (unseen & chart).sum() > 50_000
+    # The field's constant colour, brought to the photo's white balance, fills what no view sees, beyond the
+    # blend's soft fade (its coarsest band spans 32 texels at 1K) from what the photo sees.
+    far = scipy.ndimage.distance_transform_edt(unseen) > 64
+    unseen_colours = result.texture[far & chart].astype(int)
+    assert len(unseen_colours) > 20_000
+    assert np.abs(unseen_colours - np.median(unseen_colours, axis=0)).max() <= 2
+
+
+def test_every_texel_a_triangle_covers_is_baked_and_every_other_one_is_padded(template, textured_head):
+    """No crack in the texel map (a texel whose four sub-texel samples all fall in UV triangles is a chart
+    texel), and no empty texel anywhere: the padding past the charts is filled."""
+    size = textured_head["size"]
+    fine = texel_map(template.uvs, textured_head["uv_triangles"], 2 * size).chart_mask()
+    covered = fine.reshape(size, 2, size, 2).all(axis=(1, 3))
+    assert not (covered & ~textured_head["texels"].chart_mask()).any()
+    result = bake_template(template, textured_head["view"], lambda p: np.full((len(p), 3), 0.5), 1024, MM)
+    assert (result.texture.astype(int).sum(-1) > 60).all()
+
+
+def mip_level(linear: torch.Tensor, level: int) -> torch.Tensor:
+    """Level `level` of the texture's mip chain, as a GPU's box-filtered mip-maps make it."""
+    for _ in range(level):
+        linear = F.avg_pool2d(linear[None], 2)[0]
+    return linear
+
+
+def test_no_seam_shows_when_the_texture_is_mip_mapped_in_a_render(template, textured_head):
+    """A smooth colour field baked, then rendered at 256 px from texture mip level 3 (what a viewer samples when
+    the head is small on screen): chart borders, where padding mixes into the average, look like the rest.
+    The same render without the padding (texels outside the charts black) shows the seams: the check can
+    fail."""
+    def field(points: np.ndarray) -> np.ndarray:
+        # Symmetric, as the bake assumes where it fills the unseen side of the face from its mirror image.
+        return np.clip(0.5 + 0.3 * np.sin(np.abs(points) * MM / 40.0), 0, 1)
+
+    view = textured_head["view"]
+    triangles, uv_triangles = textured_head["triangles"], textured_head["uv_triangles"]
+    texels = textured_head["texels"]
+    # The photo shows the same field, so the whole texture should be that field.
+    uv, mask, fragments = render_uvs(template.neutral, triangles, template.uvs, uv_triangles, view.cam2world, 512)
+    points = (torch.from_numpy(template.neutral).float()[torch.from_numpy(triangles)[fragments.face_index[mask]]]
+              * fragments.bary[mask][..., None]).sum(1).numpy()
+    photo = np.zeros((512, 512, 3))
+    photo[mask.numpy()] = field(points)
+    view = PhotoView((photo * 255 + 0.5).astype(np.uint8), view.cam2world, view.intrinsics)
+    result = bake_template(template, view, field, 1024, MM)
+    baked = torch.from_numpy(srgb_to_linear(result.texture / 255.0)).float().permute(2, 0, 1)
+    bare = torch.zeros_like(baked)
+    bare[:, texels.rows, texels.cols] = baked[:, texels.rows, texels.cols]
+
+    side = orbit_cam2world(-0.8, 0.1, radius=2.7, pivot=PIVOT)   # from the side: the face's and head's seams
+    uv, mask, fragments = render_uvs(template.neutral, triangles, template.uvs, uv_triangles, side, 256)
+    skin = torch.from_numpy((triangles < SKIN_VERTICES).all(1))[fragments.face_index[mask]].numpy()
+    points = (torch.from_numpy(template.neutral).float()[torch.from_numpy(triangles)[fragments.face_index[mask]]]
+              * fragments.bary[mask][..., None]).sum(1).numpy()
+    expected = torch.from_numpy(srgb_to_linear(field(points))).float()
+    errors = {}
+    for name, texture in (("padded", baked), ("bare", bare)):
+        shown = sample_texture(mip_level(texture, 3), uv)
+        errors[name] = (shown - expected).abs().max(1).values.numpy()[skin]
+    assert np.percentile(errors["padded"], 99.9) < 0.08
+    assert np.percentile(errors["bare"], 99.9) > 0.15
+
+
+# -- the raw surface -----------------------------------------------------------------------------------------
+
+def test_the_raw_surface_is_unwrapped_by_xatlas_and_baked(textured_head):
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.2)
+    vertices = np.asarray(sphere.vertices) + [0.0, 0.0, 0.1]
+    asset = raw_asset(vertices, np.asarray(sphere.faces), np.full((len(vertices), 3), 0.5, np.float32),
+                      lambda p: np.full((len(p), 3), 0.5), textured_head["view"], 1024, MM)
+    assert asset.topology == "raw" and (asset.polygon_sizes == 3).all()
+    assert asset.loop_uvs.shape == (len(asset.loop_vertices), 2)
+    assert asset.loop_uvs.min() >= 0 and asset.loop_uvs.max() <= 1
+    assert asset.texture.shape == (1024, 1024, 3) and len(asset.vertices) == len(vertices)
