@@ -11,7 +11,7 @@ import bpy
 from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from . import runtime, scene
+from . import props, runtime, scene
 from .engine_client import EngineError, Job
 from .engine_source import ENGINE_SOURCE
 
@@ -26,7 +26,8 @@ def _report_result(operator: bpy.types.Operator, manifest: dict) -> None:
 
 
 class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
-    """Reconstruct a 3D head from each chosen photo: mesh with colours, the photo's camera and an orbit rig"""
+    """Reconstruct a 3D head from each chosen photo: a textured mesh with shape keys, the photo's camera and an
+    orbit rig"""
 
     bl_idname = "triface.import_face"
     bl_label = "Import Face from Photo"
@@ -37,6 +38,11 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
     directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
     face_index: IntProperty(name="Face index", default=0, min=0,
                             description="Which face to import when a photo shows several (0 = the largest)")
+    topology: EnumProperty(name="Topology", items=props.TOPOLOGIES, default="TEMPLATE",
+                           description="The head's mesh: the fitted template (quads, UVs, shape keys) or the raw "
+                                       "reconstruction")
+    texture_size: EnumProperty(name="Texture size", items=props.TEXTURE_SIZES, default="2048",
+                               description="Size of the baked texture, in pixels per side")
 
     _timer = None
     _queue: list[str]
@@ -66,8 +72,7 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
                 job_dir = runtime.new_job_dir()
                 try:
                     client = runtime.engine()
-                    manifest = client.wait(client.submit("invert", runtime.invert_params(photo, self.face_index,
-                                                                                          job_dir)))
+                    manifest = client.wait(client.submit("invert", self._params(photo, job_dir)))
                     self._build(context, manifest, job_dir)
                 except EngineError as exc:
                     self._fail(photo, exc)
@@ -98,8 +103,7 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
             photo = self._queue[0]
             self._job_dir = runtime.new_job_dir()
             try:
-                self._job = runtime.engine().submit("invert", runtime.invert_params(photo, self.face_index,
-                                                                                    self._job_dir))
+                self._job = runtime.engine().submit("invert", self._params(photo, self._job_dir))
             except EngineError as exc:
                 self._fail(self._queue.pop(0), exc)
                 runtime.discard_job_dir(self._job_dir)
@@ -130,9 +134,13 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
             runtime.engine().cancel(self._job)
         self._cleanup(context)
 
+    def _params(self, photo: str, job_dir: Path) -> dict:
+        return runtime.invert_params(photo, self.face_index, job_dir, self.topology, self.texture_size)
+
     def _build(self, context: bpy.types.Context, manifest: dict, job_dir: Path) -> None:
         head = scene.build_face(context.scene, manifest, job_dir)
         head.triface.face_index = int(manifest.get("face_index", 0))
+        head.triface.topology, head.triface.texture_size = self.topology, self.texture_size   # for re-synthesis
         found = int(manifest.get("faces_found", 1))
         head.triface.status = "Imported" + (f" face {head.triface.face_index} of {found} found" if found > 1 else "")
         for obj in context.view_layer.objects:
@@ -172,7 +180,7 @@ def _active_face(context: bpy.types.Context) -> bpy.types.Object | None:
 
 
 class TRIFACE_OT_reset_edits(bpy.types.Operator):
-    """Put every attribute slider of the active face back to zero and re-synthesise it"""
+    """Put every attribute slider of the active face back to zero (re-synthesising it where shape keys cannot)"""
 
     bl_idname = "triface.reset_edits"
     bl_label = "Reset"
@@ -188,7 +196,28 @@ class TRIFACE_OT_reset_edits(bpy.types.Operator):
             item.suppress_update = True
             item.value = 0.0
             item.suppress_update = False
-        runtime.request_resynthesis(head.name)
+        runtime.apply_edits(head, head.triface.edits)
+        return {"FINISHED"}
+
+
+class TRIFACE_OT_resynthesize(bpy.types.Operator):
+    """Ask the engine for the exact head at the current slider values (shape keys only approximate edits) and
+    rebuild the active face in place"""
+
+    bl_idname = "triface.resynthesize"
+    bl_label = "Re-synthesise"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _active_face(context) is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        head = _active_face(context)
+        runtime.request_resynthesis(head.name, at_once=True)
+        if bpy.app.background and head.triface.status.startswith("Edit failed"):   # it ran synchronously
+            self.report({"ERROR"}, head.triface.status)
+            return {"CANCELLED"}
         return {"FINISHED"}
 
 
@@ -327,6 +356,5 @@ def menu_import(self, context: bpy.types.Context) -> None:
     self.layout.operator(TRIFACE_OT_import_face.bl_idname, text="Face from Photo")
 
 
-CLASSES = (TRIFACE_OT_import_face, TRIFACE_OT_reset_edits, TRIFACE_OT_apply_as_new, TRIFACE_OT_cancel,
-           TRIFACE_OT_stop_engine,
-           TRIFACE_OT_start_engine, TRIFACE_OT_setup_engine)
+CLASSES = (TRIFACE_OT_import_face, TRIFACE_OT_reset_edits, TRIFACE_OT_resynthesize, TRIFACE_OT_apply_as_new,
+           TRIFACE_OT_cancel, TRIFACE_OT_stop_engine, TRIFACE_OT_start_engine, TRIFACE_OT_setup_engine)

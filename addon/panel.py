@@ -1,4 +1,4 @@
-"""The sidebar panel (View3D > Sidebar > Face): import, the active face, its sliders, and the engine."""
+"""The sidebar panels (View3D > Sidebar > Face): import, the active face, its sliders and expressions, the engine."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ class TRIFACE_PT_face(bpy.types.Panel):
                 column.prop(item, "value", text=item.label, slider=True)
             row = box.row(align=True)
             row.operator("triface.reset_edits", icon="LOOP_BACK")
-            row.operator("triface.apply_as_new", icon="DUPLICATE")
+            row.operator("triface.resynthesize", icon="FILE_REFRESH")
+            box.operator("triface.apply_as_new", icon="DUPLICATE")
         engine = layout.box()
         engine.label(text=runtime.status_text(), icon="SYSTEM")
         prefs = runtime.preferences()
@@ -43,4 +44,30 @@ class TRIFACE_PT_face(bpy.types.Panel):
         engine.operator("triface.stop_engine", icon="CANCEL")
 
 
-CLASSES = (TRIFACE_PT_face,)
+class TRIFACE_PT_expressions(bpy.types.Panel):
+    """The head's ARKit shape keys (those the sliders do not drive), two to a row."""
+
+    bl_idname = "TRIFACE_PT_expressions"
+    bl_label = "Expressions"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Face"
+    bl_parent_id = "TRIFACE_PT_face"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        head = context.active_object
+        return head is not None and head.type == "MESH" and bool(head.triface.face_id) and \
+            head.data.shape_keys is not None
+
+    def draw(self, context: bpy.types.Context) -> None:
+        head = context.active_object
+        driven = {item.shape_key for item in head.triface.edits}
+        grid = self.layout.grid_flow(columns=2, even_columns=True, align=True)
+        for block in head.data.shape_keys.key_blocks[1:]:
+            if block.name not in driven:
+                grid.prop(block, "value", text=block.name, slider=True)
+
+
+CLASSES = (TRIFACE_PT_face, TRIFACE_PT_expressions)

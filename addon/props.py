@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, CollectionProperty, FloatProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, StringProperty
+
+# What the engine builds (the request's "topology" and "texture_size", see inference/wire.py).
+TOPOLOGIES = (
+    ("TEMPLATE", "Template", ("The ICT FaceKit head fitted to the face: clean quads, one UV tile, a baked "
+                              "texture and ARKit-named shape keys")),
+    ("RAW", "Raw", "The reconstruction's own marching-cubes surface: triangles, no fixed layout"))
+TEXTURE_SIZES = (("1024", "1K", "1024 x 1024 pixels"), ("2048", "2K", "2048 x 2048 pixels"),
+                 ("4096", "4K", "4096 x 4096 pixels (slower to bake, larger files)"))
 
 
 def _edit_changed(item: "TRIFACE_PG_edit", context: bpy.types.Context) -> None:
     if item.suppress_update:
         return
     from . import runtime   # the runtime imports these classes; importing it at call time avoids a cycle
-    head = item.id_data
-    runtime.request_resynthesis(head.name)
+    runtime.apply_edits(item.id_data, [item])
 
 
 class TRIFACE_PG_edit(bpy.types.PropertyGroup):
@@ -21,6 +28,10 @@ class TRIFACE_PG_edit(bpy.types.PropertyGroup):
                          update=_edit_changed)
     minimum: FloatProperty(default=-1.0)
     maximum: FloatProperty(default=1.0)
+    # The value of this edit already in the head's geometry (the result's edit_values), and the shape key that
+    # shows the rest of it without the engine ("" when only re-synthesis can show it).
+    baked: FloatProperty(default=0.0)
+    shape_key: StringProperty()
     suppress_update: BoolProperty(default=False, options={"SKIP_SAVE"})
 
 
@@ -30,6 +41,8 @@ class TRIFACE_PG_face(bpy.types.PropertyGroup):
     face_index: bpy.props.IntProperty(name="Face index", default=0, min=0)
     model: StringProperty(name="Model")
     input_camera: StringProperty(name="Input camera")
+    topology: EnumProperty(name="Topology", items=TOPOLOGIES, default="TEMPLATE")
+    texture_size: EnumProperty(name="Texture size", items=TEXTURE_SIZES, default="2048")
     status: StringProperty(name="Status", options={"SKIP_SAVE"})
     edits: CollectionProperty(type=TRIFACE_PG_edit)
 

@@ -1,4 +1,4 @@
-"""The add-on's running state: the one engine client, job folders, and the debounced re-synthesis of edits.
+"""The add-on's running state: the one engine client, job folders, and edits (shape keys, or re-synthesis).
 
 Operators and property callbacks come here; nothing here draws UI. In background mode (`blender -b`, where
 timers never fire) every request runs synchronously; in the UI, requests are polled from timers so Blender
@@ -101,40 +101,62 @@ def discard_job_dir(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def invert_params(photo: str, face_index: int, job_dir: Path) -> dict[str, Any]:
+def invert_params(photo: str, face_index: int, job_dir: Path, topology: str = "TEMPLATE",
+                  texture_size: str = "2048") -> dict[str, Any]:
+    """An invert request's params; `topology` and `texture_size` are the import options' enum identifiers."""
     prefs = preferences()
     return {"image": photo, "face_index": face_index, "job_dir": str(job_dir), "steps": prefs.steps.lower(),
-            "mesh_resolution": prefs.mesh_resolution}
+            "mesh_resolution": prefs.mesh_resolution, "topology": topology.lower(), "texture_size": int(texture_size)}
 
 
-# -- edits: debounced re-synthesis ---------------------------------------------------------------------------
+# -- edits: shape keys at once, or a debounced re-synthesis -------------------------------------------------
 
-def request_resynthesis(head_name: str) -> None:
-    """A slider moved: re-synthesise now (background mode) or shortly after the user stops moving it."""
+def apply_edits(head: bpy.types.Object, items) -> None:
+    """Sliders moved: those with a shape key show at once; if any other differs from what the head's geometry
+    holds, the engine re-synthesises the head."""
+    needs_engine = False
+    for item in items:
+        if not scene.drive_edit_key(head, item) and abs(item.value - item.baked) > 1e-6:
+            needs_engine = True
+    if needs_engine:
+        request_resynthesis(head.name)
+
+
+def request_resynthesis(head_name: str, at_once: bool = False) -> None:
+    """Re-synthesise now (background mode), else shortly after the user stops moving a slider (or at the next
+    tick, `at_once`)."""
     if bpy.app.background:
         head = bpy.data.objects.get(head_name)
         if head is not None:
             resynthesize_now(head)
         return
-    _pending_edits[head_name] = time.monotonic()
+    _pending_edits[head_name] = time.monotonic() - (EDIT_DEBOUNCE_S if at_once else 0.0)
     if not bpy.app.timers.is_registered(_edit_timer):
-        bpy.app.timers.register(_edit_timer, first_interval=EDIT_DEBOUNCE_S)
+        bpy.app.timers.register(_edit_timer, first_interval=0.0 if at_once else EDIT_DEBOUNCE_S)
 
 
 def synthesize_params(head: bpy.types.Object, job_dir: Path) -> dict[str, Any]:
     settings = head.triface
-    params = invert_params(bpy.path.abspath(settings.photo), settings.face_index, job_dir)
+    params = invert_params(bpy.path.abspath(settings.photo), settings.face_index, job_dir, settings.topology,
+                           settings.texture_size)
     params.update(face_id=settings.face_id, edits={item.name: item.value for item in settings.edits})
     return params
+
+
+def _show_result(head: bpy.types.Object, manifest: dict, job_dir: Path) -> None:
+    try:
+        scene.update_head(head, manifest, job_dir)
+        head.triface.status = "Edited"
+    except Exception as exc:   # a result the scene builder cannot use: report, never crash a timer
+        head.triface.status = f"Edit failed: could not build the scene: {exc!r}"
+        print(f"TriFace: {head.triface.status}")
 
 
 def resynthesize_now(head: bpy.types.Object) -> None:
     job_dir = new_job_dir()
     try:
         client = engine()
-        manifest = client.wait(client.submit("synthesize", synthesize_params(head, job_dir)))
-        scene.update_face_mesh(head, manifest, job_dir)
-        head.triface.status = "Edited"
+        _show_result(head, client.wait(client.submit("synthesize", synthesize_params(head, job_dir))), job_dir)
     except EngineError as exc:
         head.triface.status = f"Edit failed: {exc}"
         print(f"TriFace: {exc.report()}")
@@ -167,8 +189,7 @@ def _edit_timer() -> float | None:
         head = bpy.data.objects.get(name)
         if head is not None:
             if job.error is None:
-                scene.update_face_mesh(head, job.result, job_dir)
-                head.triface.status = "Edited"
+                _show_result(head, job.result, job_dir)
             else:
                 head.triface.status = f"Edit failed: {job.error}"
         discard_job_dir(job_dir)

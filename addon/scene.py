@@ -1,9 +1,10 @@
 """Scene building: an engine result (plain arrays + a JSON manifest, already in Blender's frame) -> data blocks.
 
-Everything for one face lives in a collection named after the photo: the head mesh object, the input camera
-that sees it like the photo (the photo as its background), and an orbit rig (an Empty at the head's pivot
-with the orbit cameras parented to it). Building again for the same face updates these data blocks in place
-instead of adding new ones. Bulk data goes through foreach_set, never per-vertex Python loops.
+Everything for one face lives in a collection named after the photo: the head mesh object (one material per
+part, the baked texture packed into the .blend, shape keys), the input camera that sees it like the photo (the
+photo as its background), and an orbit rig (an Empty at the head's pivot with the orbit cameras parented to it).
+Building again for the same face updates these data blocks in place instead of adding new ones. Bulk data goes
+through foreach_set, never per-vertex Python loops.
 """
 
 from __future__ import annotations
@@ -26,16 +27,25 @@ def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
     return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
 
 
-def fill_mesh(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None,
-              uvs: np.ndarray | None = None) -> None:
-    """Replace `mesh`'s geometry: vertices (V, 3) metres, faces (F, 3), colors (V, 3) sRGB, uvs (3F, 2)."""
+def fill_mesh(mesh: bpy.types.Mesh, vertices: np.ndarray, loop_vertices: np.ndarray, polygon_sizes: np.ndarray,
+              colors: np.ndarray | None, loop_uvs: np.ndarray | None = None,
+              polygon_materials: np.ndarray | None = None) -> None:
+    """Replace `mesh`'s geometry with polygons as Blender stores them (see `wire.MESH_ARRAYS`): vertices (V, 3)
+    metres, loop_vertices (L,), polygon_sizes (P,), colors (V, 3) sRGB, loop_uvs (L, 2), polygon_materials (P,)
+    indices into mesh.materials (assign those first: validation resets an index without its slot to 0)."""
+    sizes = np.ascontiguousarray(polygon_sizes, dtype=np.int32)
+    if int(sizes.sum()) != len(loop_vertices):
+        raise wire.WireError(f"polygon_sizes add up to {int(sizes.sum())} corners but loop_vertices has "
+                             f"{len(loop_vertices)}")
     mesh.clear_geometry()
     mesh.vertices.add(len(vertices))
     mesh.vertices.foreach_set("co", np.ascontiguousarray(vertices, dtype=np.float32).ravel())
-    mesh.loops.add(faces.size)
-    mesh.loops.foreach_set("vertex_index", np.ascontiguousarray(faces, dtype=np.int32).ravel())
-    mesh.polygons.add(len(faces))
-    mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+    mesh.loops.add(len(loop_vertices))
+    mesh.loops.foreach_set("vertex_index", np.ascontiguousarray(loop_vertices, dtype=np.int32))
+    mesh.polygons.add(len(sizes))
+    mesh.polygons.foreach_set("loop_start", (np.cumsum(sizes) - sizes).astype(np.int32))
+    if polygon_materials is not None:
+        mesh.polygons.foreach_set("material_index", np.ascontiguousarray(polygon_materials, dtype=np.int32))
     mesh.update(calc_edges=True)
     mesh.shade_smooth()
     if colors is not None:
@@ -46,30 +56,74 @@ def fill_mesh(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray, col
         attribute.data.foreach_set("color", rgba.ravel())
         mesh.color_attributes.active_color = attribute
         mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
-    if uvs is not None:
-        layer = mesh.uv_layers.get(UV_MAP) or mesh.uv_layers.new(name=UV_MAP)
-        layer.data.foreach_set("uv", np.ascontiguousarray(uvs, dtype=np.float32).ravel())
+    layer = mesh.uv_layers.get(UV_MAP)
+    if loop_uvs is not None:
+        layer = layer or mesh.uv_layers.new(name=UV_MAP)
+        layer.data.foreach_set("uv", np.ascontiguousarray(loop_uvs, dtype=np.float32).ravel())
+    elif layer is not None:
+        mesh.uv_layers.remove(layer)
     mesh.validate()
 
 
-def face_material(name: str, texture: bpy.types.Image | None) -> bpy.types.Material:
-    """A material showing the baked texture when there is one, else the vertex colour attribute."""
+def fill_shape_keys(head: bpy.types.Object, basis: np.ndarray, keys: list[dict], offsets: np.ndarray | None) -> None:
+    """Give the head a Basis and one shape key per manifest key (offsets (K, V, 3) metres from `basis`), with the
+    manifest's slider range. Keys already there under the same names and vertex count are rewritten in place,
+    keeping their values (an update of the same face adds nothing); otherwise they are made afresh."""
+    names = ["Basis", *(key["name"] for key in keys)]
+    blocks = head.data.shape_keys.key_blocks if head.data.shape_keys else None
+    values = {}
+    if blocks is not None and ([block.name for block in blocks] != names or len(blocks[0].data) != len(basis)):
+        values = {block.name: block.value for block in blocks}
+        head.shape_key_clear()
+        blocks = None
+    if not keys:
+        return
+    if offsets is None or offsets.shape != (len(keys), len(basis), 3):
+        raise wire.WireError(f"shape key offsets of shape {None if offsets is None else offsets.shape}, expected "
+                             f"{(len(keys), len(basis), 3)} (keys, vertices, 3)")
+    made = blocks is None
+    if made:
+        for name in names:
+            head.shape_key_add(name=name, from_mix=False)
+        blocks = head.data.shape_keys.key_blocks
+    basis = np.ascontiguousarray(basis, dtype=np.float32)
+    blocks[0].data.foreach_set("co", basis.ravel())
+    for key, block, offset in zip(keys, blocks[1:], offsets):
+        block.data.foreach_set("co", (basis + offset.astype(np.float32)).ravel())
+        set_key_range(block, key["min"], key["max"])
+        if made:   # Blender starts a new key at 1: the head must look like its basis until asked otherwise
+            block.value = values.get(block.name, 0.0)
+
+
+def set_key_range(block: bpy.types.ShapeKey, low: float, high: float) -> None:
+    """Blender keeps slider_min below slider_max at every step, so open the range before narrowing it."""
+    block.slider_min, block.slider_max = -10.0, 10.0
+    block.slider_min, block.slider_max = max(-10.0, low), min(10.0, high)
+
+
+ROUGHNESS = {"skin": 0.55, "eyes": 0.08, "mouth": 0.35}   # wet, glossy eyes; the mouth between
+
+
+def face_material(name: str, texture: bpy.types.Image | None, roughness: float = 0.55) -> bpy.types.Material:
+    """A material showing the baked texture through the UV map when there is one, else the vertex colours."""
     material = bpy.data.materials.get(name) or bpy.data.materials.new(name)
     material.use_nodes = True
     nodes, links = material.node_tree.nodes, material.node_tree.links
     nodes.clear()
     output = nodes.new("ShaderNodeOutputMaterial")
     shader = nodes.new("ShaderNodeBsdfPrincipled")
-    shader.inputs["Roughness"].default_value = 0.55
+    shader.inputs["Roughness"].default_value = roughness
     output.location, shader.location = (300, 0), (0, 0)
     if texture is not None:
         source = nodes.new("ShaderNodeTexImage")
         source.image = texture
-        links.new(source.outputs["Color"], shader.inputs["Base Color"])
+        uv_map = nodes.new("ShaderNodeUVMap")
+        uv_map.uv_map, uv_map.location = UV_MAP, (-600, 0)
+        links.new(uv_map.outputs["UV"], source.inputs["Vector"])
     else:
         source = nodes.new("ShaderNodeVertexColor")
         source.layer_name = COLOR_ATTRIBUTE
-        links.new(source.outputs["Color"], shader.inputs["Base Color"])
+    links.new(source.outputs["Color"], shader.inputs["Base Color"])
     source.location = (-350, 0)
     links.new(shader.outputs["BSDF"], output.inputs["Surface"])
     return material
@@ -113,6 +167,13 @@ def load_result_mesh(job_dir: Path, manifest: dict) -> dict[str, np.ndarray]:
     return wire.load_arrays(Path(job_dir) / manifest["mesh"]["file"], wire.MESH_ARRAYS)
 
 
+def load_shape_key_offsets(job_dir: Path, manifest: dict) -> np.ndarray | None:
+    """The manifest's shape keys as offsets (K, V, 3) metres, or None when the result has none."""
+    if not manifest.get("shape_keys"):
+        return None
+    return wire.load_arrays(Path(job_dir) / manifest["shape_keys"]["file"], wire.SHAPE_KEY_ARRAYS)["offsets"]
+
+
 def _packed_image(path: Path, name: str) -> bpy.types.Image:
     """The image file loaded afresh as `name` (replacing an older one) and packed into the .blend, which must
     depend neither on the engine's job folder nor on the photo staying where it is."""
@@ -128,7 +189,9 @@ def _packed_image(path: Path, name: str) -> bpy.types.Image:
 def _texture(job_dir: Path, manifest: dict, name: str) -> bpy.types.Image | None:
     if not manifest.get("texture"):
         return None
-    return _packed_image(Path(job_dir) / manifest["texture"]["file"], name)
+    image = _packed_image(Path(job_dir) / manifest["texture"]["file"], name)
+    image.colorspace_settings.name = "sRGB"   # the wire's texture colour space, whatever a user's default
+    return image
 
 
 def _photo(manifest: dict, name: str) -> bpy.types.Image:
@@ -137,20 +200,31 @@ def _photo(manifest: dict, name: str) -> bpy.types.Image:
     return _packed_image(Path(shown["file"]), name)
 
 
+def _fill_head(head: bpy.types.Object, manifest: dict, job_dir: Path) -> None:
+    """The head's geometry, materials, texture and shape keys from one result: everything an edit changes."""
+    stem = Path(manifest["photo"]).stem
+    arrays = load_result_mesh(job_dir, manifest)
+    mesh = head.data
+    texture = _texture(job_dir, manifest, f"{stem} texture") if "loop_uvs" in arrays else None
+    materials = [face_material(f"{stem} {name}", texture, ROUGHNESS.get(name, ROUGHNESS["skin"]))
+                 for name in manifest["mesh"].get("materials") or ["skin"]]
+    if [m.name for m in mesh.materials] != [m.name for m in materials]:
+        mesh.materials.clear()
+        for material in materials:
+            mesh.materials.append(material)
+    fill_mesh(mesh, arrays["vertices"], arrays["loop_vertices"], arrays["polygon_sizes"], arrays["colors"],
+              arrays.get("loop_uvs"), arrays.get("polygon_materials"))
+    keys = (manifest.get("shape_keys") or {}).get("keys", [])
+    fill_shape_keys(head, arrays["vertices"], keys, load_shape_key_offsets(job_dir, manifest))
+
+
 def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path) -> bpy.types.Object:
-    """Create (or update in place) the face's collection, head mesh, material, input camera and orbit rig."""
+    """Create (or update in place) the face's collection, head mesh, materials, input camera and orbit rig."""
     stem = Path(manifest["photo"]).stem
     collection = _collection(f"Face {stem}", scene.collection)
-    arrays = load_result_mesh(job_dir, manifest)
-
     mesh = bpy.data.meshes.get(f"{stem} head") or bpy.data.meshes.new(f"{stem} head")
-    fill_mesh(mesh, arrays["vertices"], arrays["faces"], arrays["colors"], arrays.get("uvs"))
-    texture = _texture(job_dir, manifest, f"{stem} texture")
-    material = face_material(f"{stem} face", texture)
-    if material.name not in mesh.materials:
-        mesh.materials.clear()
-        mesh.materials.append(material)
     head = _object(f"{stem} head", mesh, collection)
+    _fill_head(head, manifest, job_dir)
 
     camera = _camera_object(f"{stem} photo camera", manifest["input_camera"], collection)
     photo = _photo(manifest, f"{stem} photo")
@@ -178,7 +252,7 @@ def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path) -> bpy.typ
     # NaN marks a landmark whose ray misses the mesh (a jaw-line point on the silhouette, say).
     head["triface_landmarks"] = [c for point in manifest["landmarks"]["mesh"]
                                  for c in (point if point is not None else (float("nan"),) * 3)]
-    sync_edit_sliders(settings, manifest)
+    sync_edit_sliders(head, manifest)
     if scene.camera is None:
         scene.camera = camera
     # The camera's frame is the photo as fitted: its upright size (reduced, for photos over 4096 px).
@@ -188,28 +262,53 @@ def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path) -> bpy.typ
     return head
 
 
-def update_face_mesh(head: bpy.types.Object, manifest: dict, job_dir: Path) -> None:
-    """Replace only the head's geometry and colours (after an edit), keeping its material and transforms."""
-    arrays = load_result_mesh(job_dir, manifest)
-    fill_mesh(head.data, arrays["vertices"], arrays["faces"], arrays["colors"], arrays.get("uvs"))
+def update_head(head: bpy.types.Object, manifest: dict, job_dir: Path) -> None:
+    """Rebuild the head from a new result of the same face (an edit re-synthesised): geometry, texture and shape
+    keys, relative to the new basis; its transforms, cameras and the sliders' current values stay."""
+    _fill_head(head, manifest, job_dir)
+    sync_edit_sliders(head, manifest, keep_current=True)
 
 
-def sync_edit_sliders(settings, manifest: dict) -> None:
-    """Make the face's sliders the ones the model declares, keeping values the user already set."""
-    values = {item.name: item.value for item in settings.edits}
-    values.update(manifest.get("edit_values", {}))
+def sync_edit_sliders(head: bpy.types.Object, manifest: dict, keep_current: bool = False) -> None:
+    """Make the face's sliders the ones the model declares, and tie each to its shape key where the result has
+    one. Values the user set are kept; on import the result's own edit values win, after an edit (keep_current)
+    the sliders' values do, since the user may have moved on while the engine worked."""
+    settings = head.triface
+    baked = {str(name): float(value) for name, value in manifest.get("edit_values", {}).items()}
+    current = {item.name: item.value for item in settings.edits}
+    values = {**baked, **current} if keep_current else {**current, **baked}
+    driving = {key["edit"]: key for key in (manifest.get("shape_keys") or {}).get("keys", []) if key.get("edit")}
     settings.edits.clear()
     for edit in manifest.get("edits", []):
         item = settings.edits.add()
         item.name, item.label = edit["name"], edit["label"]
         item.minimum, item.maximum = edit["min"], edit["max"]
+        item.baked = baked.get(edit["name"], 0.0)
         item.suppress_update = True
         item.value = values.get(edit["name"], edit["default"])
         item.suppress_update = False
+        key = driving.get(edit["name"])
+        item.shape_key = key["name"] if key else ""
+        if key:
+            # The slider sets the key to (value - baked): cover every slider position, not only the key's range.
+            block = head.data.shape_keys.key_blocks[key["name"]]
+            set_key_range(block, min(key["min"], item.minimum - item.baked), max(key["max"], item.maximum - item.baked))
+            drive_edit_key(head, item)
+
+
+def drive_edit_key(head: bpy.types.Object, item) -> bool:
+    """Show an edit through its shape key at once (the basis already holds `item.baked` of it): True if the
+    head has that key, False if only the engine can show the edit."""
+    keys = head.data.shape_keys
+    block = keys.key_blocks.get(item.shape_key) if keys is not None and item.shape_key else None
+    if block is None:
+        return False
+    block.value = item.value - item.baked
+    return True
 
 
 def copy_as_new_object(head: bpy.types.Object) -> bpy.types.Object:
-    """A plain, engine-independent copy of the head with its current edits baked in."""
+    """A plain, engine-independent copy of the head with its current edits (its shape keys keep their values)."""
     copy = head.copy()
     copy.data = head.data.copy()
     copy.name = f"{head.name} (edited)"

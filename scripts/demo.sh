@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: set up, then import a face from a photo through the TriFace Blender extension (real Blender, the
-# bpy module, headless) on the bundled default model, and write face.blend and face.glb to out/demo.
+# bpy module, headless) on the bundled default model, and write face.blend, face.glb and face.obj to out/demo.
 #   bash scripts/demo.sh [PHOTO] [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."

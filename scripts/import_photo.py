@@ -1,4 +1,4 @@
-"""Headless: photos in, a .blend and a .glb out, through the TriFace extension in real Blender.
+"""Headless: photos in, a .blend, a .glb and an .obj out, through the TriFace extension in real Blender.
 
     python scripts/import_photo.py PHOTO [PHOTO ...] --out DIR          (Python with the `bpy` module)
     blender -b -P scripts/import_photo.py -- PHOTO [PHOTO ...] --out DIR  (a Blender binary)
@@ -6,15 +6,23 @@
 It uses the extension exactly as an artist would (its import operator, its engine process), so the result is
 what the UI makes. With the `bpy` module it installs the extension zip into a private Blender user folder
 (DIR/.blender-user), building the zip first if needed; in a Blender binary the extension must already be
-installed, or be given with --extension. Writes DIR/face.blend and DIR/face.glb (heads with vertex colours).
+installed, or be given with --extension. Writes into DIR:
+  face.blend   the scene: heads (textures packed), photo cameras with the photo as background, orbit rigs
+  face.glb     the heads with their baked textures, shape keys as morph targets (ARKit names), and the cameras
+  face.obj     the heads' geometry with UVs, with face.mtl and the textures as PNG files beside it
+Each file appears whole: it is written under a temporary name in DIR, then renamed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +40,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", default="FAST", choices=("PREVIEW", "FAST", "BEST"))
     parser.add_argument("--mesh-resolution", type=int, default=192)
     parser.add_argument("--face-index", type=int, default=0)
+    parser.add_argument("--topology", default="TEMPLATE", choices=("TEMPLATE", "RAW"),
+                        help="the fitted template head (quads, UVs, shape keys) or the raw reconstruction")
+    parser.add_argument("--texture-size", default="2048", choices=("1024", "2048", "4096"))
     return parser.parse_args(argv)
 
 
@@ -47,6 +58,75 @@ def extension_zip(given: Path | None) -> Path:
 
 def enabled_addon(bpy) -> str | None:
     return next((name for name in bpy.context.preferences.addons.keys() if name.endswith(ADDON_SUFFIX)), None)
+
+
+@contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A temporary folder beside `path` to export into. On success every file in it moves next to `path`
+    (os.replace: each appears whole), the file named like `path` last, so its companions are there first."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.stem}-", dir=path.parent))
+    try:
+        yield folder
+        written = sorted((f for f in folder.iterdir() if f.is_file()), key=lambda f: f.name == path.name)
+        for file in written:
+            os.replace(file, path.parent / file.name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def face_objects(heads: list) -> list:
+    """The heads and what their collections hold beside them: the photo camera, the orbit rig and its cameras."""
+    return list({obj.name: obj for head in heads for obj in (head, *head.users_collection[0].objects)}.values())
+
+
+def select_only(bpy, objects: list) -> None:
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(False)
+    for obj in objects:
+        obj.select_set(True)
+
+
+def write_glb(bpy, heads: list, path: Path) -> None:
+    """Heads (baked texture, shape keys as morph targets named in the mesh's extras.targetNames) and cameras."""
+    select_only(bpy, face_objects(heads))
+    with staged(path) as folder:
+        # Vertex colours only where a material shows them (raw heads): glTF multiplies a texture by COLOR_0.
+        bpy.ops.export_scene.gltf(filepath=str(folder / path.name), export_format="GLB", use_selection=True,
+                                  export_cameras=True, export_vertex_color="MATERIAL",
+                                  export_all_vertex_colors=False, export_morph=True)
+
+
+def _textures(heads: list) -> list:
+    return list({node.image.name: node.image for head in heads for material in head.data.materials if material
+                 for node in material.node_tree.nodes if node.bl_idname == "ShaderNodeTexImage" and node.image
+                 }.values())
+
+
+def write_obj(bpy, heads: list, path: Path) -> None:
+    """Heads as OBJ with UVs and vertex colours, the .mtl naming each texture, and the textures as PNG beside.
+
+    The OBJ exporter copies image files but cannot write packed ones, so each packed texture is saved to a file
+    for the export and packed again from it afterwards: the scene is left as it was."""
+    select_only(bpy, heads)
+    with staged(path) as folder:
+        sources = folder / "textures"
+        sources.mkdir()
+        packed = []   # (image, its original path)
+        for image in _textures(heads):
+            if image.packed_file is None:
+                continue
+            file = sources / f"{bpy.path.clean_name(image.name)}.png"
+            image.save(filepath=str(file), save_copy=True)
+            packed.append((image, image.filepath_raw))
+            image.unpack(method="REMOVE")
+            image.filepath = str(file)
+        try:
+            bpy.ops.wm.obj_export(filepath=str(folder / path.name), export_selected_objects=True, export_uv=True,
+                                  export_colors=True, export_materials=True, path_mode="COPY")
+        finally:
+            for image, original in packed:
+                image.pack()
+                image.filepath_raw = original
 
 
 def main() -> int:
@@ -76,7 +156,8 @@ def main() -> int:
     failed = []
     for photo in args.photos:
         try:
-            bpy.ops.triface.import_face(filepath=str(photo.resolve()), face_index=args.face_index)
+            bpy.ops.triface.import_face(filepath=str(photo.resolve()), face_index=args.face_index,
+                                        topology=args.topology, texture_size=args.texture_size)
         except RuntimeError as exc:
             failed.append(photo)
             print(f"{photo}: {exc}", file=sys.stderr)
@@ -85,13 +166,11 @@ def main() -> int:
         print("no face was imported", file=sys.stderr)
         return 1
     bpy.ops.wm.save_as_mainfile(filepath=str(out / "face.blend"))
-    bpy.ops.object.select_all(action="DESELECT")
-    for head in heads:
-        head.select_set(True)
-    bpy.ops.export_scene.gltf(filepath=str(out / "face.glb"), export_format="GLB", use_selection=True,
-                              export_vertex_color="ACTIVE")
+    write_glb(bpy, heads, out / "face.glb")
+    write_obj(bpy, heads, out / "face.obj")
     sys.modules[f"{addon}.runtime"].stop_engine()
-    print(f"wrote {out / 'face.blend'} and {out / 'face.glb'} ({len(heads)} head(s); {len(failed)} photo(s) failed)")
+    print(f"wrote face.blend, face.glb and face.obj (with face.mtl and textures) to {out} ({len(heads)} head(s); "
+          f"{len(failed)} photo(s) failed)")
     return 0 if not failed else 2
 
 

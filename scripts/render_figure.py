@@ -1,7 +1,9 @@
-"""README figure from an imported face: `python scripts/render_figure.py out/demo/face.blend docs/import_example.png`.
+"""README figure from imported faces: `python scripts/render_figure.py out/demo/face.blend docs/import_example.png`.
 
-Renders the .blend that scripts/import_photo.py wrote, headless with Blender's Workbench (vertex colours):
-the head through the photo camera laid over the photo, and the orbit rig's cameras. One row per head.
+Renders the .blend that scripts/import_photo.py wrote, headless with Blender's Workbench, one row per head:
+the photo, the head through the photo camera laid over it, then close-ups from the side of the orbit rig: the
+baked texture, the wireframe (the template's quads), and two of its ARKit shape keys at 1.0 (the head's
+vertex colours where it has no texture).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 from PIL import Image
 
 TILE = 320
+SHAPE_KEYS = ("jawOpen", "mouthSmileLeft")   # shown at 1.0, one per column
+CLOSE_UP = 1.7                               # focal length of the close-ups over the orbit camera's
 
 
 def render(camera: bpy.types.Object, resolution: tuple[int, int], path: Path) -> Image.Image:
@@ -48,6 +52,41 @@ def tile(image: Image.Image) -> Image.Image:
     return canvas
 
 
+def close_up(orbit_camera: bpy.types.Object) -> bpy.types.Object:
+    """A camera where the orbit camera is, looking the same way, zoomed in on the face."""
+    camera = orbit_camera.copy()
+    camera.data = orbit_camera.data.copy()
+    camera.data.lens *= CLOSE_UP
+    camera.parent = None
+    camera.matrix_world = orbit_camera.matrix_world
+    bpy.context.scene.collection.objects.link(camera)
+    return camera
+
+
+def wireframe_of(head: bpy.types.Object) -> bpy.types.Object:
+    """A dark wire cage over the head (a Wireframe modifier on a linked copy), for the render only."""
+    wire = head.copy()
+    wire.name = f"{head.name} wire"
+    wire.modifiers.new("wire", "WIREFRAME").thickness = 0.0004
+    material = bpy.data.materials.new("wire")
+    material.diffuse_color = (0.02, 0.02, 0.02, 1.0)
+    wire.data = head.data.copy()
+    wire.data.materials.clear()
+    wire.data.materials.append(material)
+    bpy.context.scene.collection.objects.link(wire)
+    return wire
+
+
+def only(visible: list[bpy.types.Object]) -> None:
+    for other in bpy.data.objects:
+        other.hide_render = other.type == "MESH" and other not in visible
+
+
+def set_keys(head: bpy.types.Object, values: dict[str, float]) -> None:
+    for block in head.data.shape_keys.key_blocks[1:] if head.data.shape_keys else []:
+        block.value = values.get(block.name, 0.0)
+
+
 def main() -> int:
     argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
     parser = argparse.ArgumentParser(description=__doc__)
@@ -59,23 +98,33 @@ def main() -> int:
     scene.render.engine = "BLENDER_WORKBENCH"
     scene.render.film_transparent = True
     scene.display.shading.light = "STUDIO"
-    scene.display.shading.color_type = "VERTEX"
+    scene.display.shading.color_type = "TEXTURE"      # the baked image where there is one, else the material
     scene.render.resolution_percentage = 100
     heads = [o for o in bpy.data.objects if o.type == "MESH" and "triface_landmarks" in o]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for head in heads:
+        for number, head in enumerate(heads):
+            if head.data.uv_layers.get("UVMap") is None:
+                scene.display.shading.color_type = "VERTEX"
             collection = head.users_collection[0]
-            for other in bpy.data.objects:   # render one head at a time
-                other.hide_render = other.type == "MESH" and other is not head
+            only([head])
             photo_camera = next(o for o in collection.objects if o.type == "CAMERA" and o.parent is None)
             photo = shown_image(photo_camera.data.background_images[0].image)
             overlay = render(photo_camera, photo.size, Path(tmp) / "photo_view.png")
             blended = Image.blend(photo, Image.alpha_composite(photo, overlay), 0.75)
             orbit = sorted((o for o in collection.objects if o.type == "CAMERA" and o.parent is not None),
                            key=lambda o: o.matrix_world.translation.x)
-            views = [render(c, (384, 384), Path(tmp) / f"orbit{i}.png") for i, c in enumerate(orbit[::2])]
-            rows.append([photo, blended, *views])
+            camera = close_up(orbit[1 if number % 2 else -2])   # a quarter view, alternating sides
+            row = [photo, blended, render(camera, (384, 384), Path(tmp) / "textured.png")]
+            wire = wireframe_of(head)
+            only([head, wire])
+            row.append(render(camera, (384, 384), Path(tmp) / "wire.png"))
+            only([head])
+            for key in SHAPE_KEYS:
+                set_keys(head, {key: 1.0})
+                row.append(render(camera, (384, 384), Path(tmp) / f"{key}.png"))
+            set_keys(head, {})
+            rows.append(row)
     columns = max(len(r) for r in rows)
     sheet = Image.new("RGB", (columns * TILE, len(rows) * TILE), (40, 40, 40))
     for y, row in enumerate(rows):

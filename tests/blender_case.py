@@ -33,10 +33,10 @@ def install(zip_path: str) -> None:
     prefs.mesh_resolution = 128
 
 
-def import_photo(photo: str) -> dict:
+def import_photo(photo: str, **options) -> dict:
     """Run the import operator; return its outcome and any error text (bpy raises on reported errors)."""
     try:
-        outcome = bpy.ops.triface.import_face(filepath=photo)
+        outcome = bpy.ops.triface.import_face(filepath=photo, **options)
         return {"outcome": sorted(outcome), "error": None}
     except RuntimeError as exc:
         return {"outcome": ["CANCELLED"], "error": str(exc)}
@@ -91,7 +91,7 @@ def describe_head(head: bpy.types.Object) -> dict:
         "resolution": [width, height], "landmarks_projected": projected,
         "landmarks_world": [None if p.x != p.x else list(head.matrix_world @ p) for p in landmarks],
         "edits": {item.name: item.value for item in head.triface.edits}, "status": head.triface.status,
-        "face_id": head.triface.face_id,
+        "face_id": head.triface.face_id, "asset": describe_asset(head),
     }
 
 
@@ -121,9 +121,10 @@ def case_import(photo: str, workdir: str) -> dict:
     facts["heads"] = [describe_head(h) for h in heads()]
     head = heads()[0]
     before = describe_head(head)
-    head.triface.edits["jaw_open"].value = 1.0      # background mode: re-synthesises synchronously
+    head.triface.edits["jaw_open"].value = 1.0      # a shape key, or (background mode) a synchronous re-synthesis
     facts["edit"] = {"status": head.triface.status, "before": before, "after": describe_head(head)}
     bpy.context.view_layer.objects.active = head
+    facts["resynthesize"] = {"outcome": sorted(bpy.ops.triface.resynthesize()), "after": describe_head(head)}
     facts["apply_as_new"] = sorted(bpy.ops.triface.apply_as_new())
     facts["objects_after_apply"] = len(bpy.data.objects)
     blend = str(Path(workdir) / "face.blend")
@@ -232,6 +233,112 @@ def case_texture(workdir: str, manifest_path: str) -> dict:
     return facts | {"reopened_packed": reopened.packed_file is not None, "reopened_pixel": list(reopened.pixels[:4])}
 
 
+def _evaluated_vertices(head: bpy.types.Object):
+    import numpy as np
+
+    mesh = head.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+    points = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
+    mesh.vertices.foreach_get("co", points)
+    return points.reshape(-1, 3)
+
+
+def describe_asset(head: bpy.types.Object) -> dict:
+    """The head as a production asset: topology, UVs, material slots, shape keys and how the sliders drive them."""
+    import numpy as np
+
+    mesh = head.data
+    sizes = np.empty(len(mesh.polygons), dtype=np.int32)
+    mesh.polygons.foreach_get("loop_total", sizes)
+    slots = np.empty(len(mesh.polygons), dtype=np.int32)
+    mesh.polygons.foreach_get("material_index", slots)
+    materials = []
+    for material in mesh.materials:
+        nodes = material.node_tree.nodes
+        image = next((n.image for n in nodes if n.bl_idname == "ShaderNodeTexImage"), None)
+        materials.append({"name": material.name, "image": image.name if image else None,
+                          "packed": image is not None and image.packed_file is not None,
+                          "uv_map": [n.uv_map for n in nodes if n.bl_idname == "ShaderNodeUVMap"],
+                          "roughness": nodes["Principled BSDF"].inputs["Roughness"].default_value})
+    blocks = mesh.shape_keys.key_blocks if mesh.shape_keys else []
+    return {"vertices": len(mesh.vertices), "polygons": len(mesh.polygons), "quads": int((sizes == 4).sum()),
+            "triangles": int((sizes == 3).sum()), "uv_layers": [layer.name for layer in mesh.uv_layers],
+            "materials": materials, "polygons_per_slot": np.bincount(slots, minlength=len(materials)).tolist(),
+            "shape_keys": [{"name": b.name, "min": b.slider_min, "max": b.slider_max, "value": b.value}
+                           for b in blocks],
+            "edits": {item.name: {"value": item.value, "baked": item.baked, "shape_key": item.shape_key}
+                      for item in head.triface.edits}}
+
+
+def case_asset(workdir: str, manifest_path: str, resynthesised_path: str, raw_path: str) -> dict:
+    """A template head (the engine's production asset) built from a hand-made result, then edited, rebuilt,
+    exported and reopened, with no engine: shape keys carry the edits. And a raw head (vertex colours), exported."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import import_photo
+
+    runtime = sys.modules[f"{ADDON}.runtime"]
+    scene_module = sys.modules[f"{ADDON}.scene"]
+    job = Path(manifest_path).parent
+    manifest = json.loads(Path(manifest_path).read_text())
+    started = time.monotonic()
+    head = scene_module.build_face(bpy.context.scene, manifest, job)
+    facts: dict = {"build_seconds": time.monotonic() - started, "built": describe_asset(head),
+                   "counts": scene_counts()}
+    head.triface.topology, head.triface.texture_size = "RAW", "4096"   # as the import operator's options set them
+    asked = runtime.synthesize_params(head, job)
+    facts["synthesize_params"] = {name: asked[name] for name in ("topology", "texture_size", "edits")}
+    head.triface.topology, head.triface.texture_size = "TEMPLATE", "2048"
+    options = bpy.ops.triface.import_face.get_rna_type().properties
+    facts["import_options"] = {name: [item.identifier for item in options[name].enum_items]
+                               for name in ("topology", "texture_size")}
+    head = scene_module.build_face(bpy.context.scene, manifest, job)
+    facts |= {"rebuilt": describe_asset(head), "counts_rebuilt": scene_counts()}
+
+    before = _evaluated_vertices(head)
+    started = time.monotonic()
+    head.triface.edits["smile"].value = 0.6
+    moved = _evaluated_vertices(head)
+    facts["slider"] = {"seconds": time.monotonic() - started, "key": head.data.shape_keys.key_blocks["smile"].value,
+                       "largest_move": float(abs(moved - before).max()), "engine_started": engine_pid() is not None}
+
+    # The engine's answer to "Re-synthesise" at smile 0.6 would hold 0.5 of it (the user moved on meanwhile).
+    scene_module.update_head(head, json.loads(Path(resynthesised_path).read_text()), job)
+    facts["resynthesised"] = describe_asset(head) | {"counts": scene_counts()}
+    bpy.context.view_layer.objects.active = head
+    facts["reset"] = sorted(bpy.ops.triface.reset_edits())
+    facts["after_reset"] = describe_asset(head) | {"engine_started": engine_pid() is not None}
+    head.triface.edits["smile"].value = 0.6
+
+    out = Path(workdir) / "export"
+    out.mkdir()
+    started = time.monotonic()
+    import_photo.write_glb(bpy, [head], out / "face.glb")
+    import_photo.write_obj(bpy, [head], out / "face.obj")
+    facts["export"] = {"seconds": time.monotonic() - started, "files": sorted(f.name for f in out.iterdir()),
+                       "mtl": (out / "face.mtl").read_text(), "still_packed": [
+                           m["packed"] for m in describe_asset(head)["materials"]]}
+    raw = scene_module.build_face(bpy.context.scene, json.loads(Path(raw_path).read_text()), Path(raw_path).parent)
+    (Path(workdir) / "raw").mkdir()
+    import_photo.write_glb(bpy, [raw], Path(workdir) / "raw" / "face.glb")
+    blend = str(Path(workdir) / "asset.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+
+    known = {obj.name for obj in bpy.data.objects}
+    bpy.ops.import_scene.gltf(filepath=str(out / "face.glb"))
+    imported = [obj for obj in bpy.data.objects if obj.name not in known]
+    facts["glb_reimported"] = {
+        "cameras": sum(obj.type == "CAMERA" for obj in imported),
+        "shape_keys": [[b.name for b in obj.data.shape_keys.key_blocks] for obj in imported
+                       if obj.type == "MESH" and obj.data.shape_keys]}
+
+    name = head.name
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    head = bpy.data.objects[name]
+    head.triface.edits["smile"].value = 0.2
+    facts["reopened"] = {"key": head.data.shape_keys.key_blocks["smile"].value, "edits": describe_asset(head)["edits"],
+                         "engine_started": engine_pid() is not None}
+    return facts
+
+
 def case_setup_engine(workdir: str, photo: str) -> dict:
     """'Set up Engine' as a user presses it: refused while online access is off, then a real venv + pip install
     (from whatever package index pip is configured with), then an import that runs on the new environment."""
@@ -266,6 +373,8 @@ def main() -> int:
         facts = case_import(rest[0], workdir)
     elif case == "texture":
         facts = case_texture(workdir, *rest)
+    elif case == "asset":
+        facts = case_asset(workdir, *rest)
     elif case == "setup_engine":
         facts = case_setup_engine(workdir, *rest)
     elif case == "faults":

@@ -20,6 +20,13 @@ from inference.preprocess.detect import detect_faces
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 FRONTAL = PHOTOS / "congress_C000537.jpg"
+ARKIT = {f"{name}{side}" for name in ("eyeBlink", "eyeLookDown", "eyeLookIn", "eyeLookOut", "eyeLookUp", "eyeSquint",
+                                     "eyeWide", "mouthSmile", "mouthFrown", "mouthDimple", "mouthStretch",
+                                     "mouthPress", "mouthLowerDown", "mouthUpperUp", "browDown", "browOuterUp",
+                                     "cheekSquint", "noseSneer") for side in ("Left", "Right")} | {
+    "jawForward", "jawLeft", "jawRight", "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft",
+    "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "browInnerUp",
+    "cheekPuff", "tongueOut"}
 
 pytest.importorskip("bpy", reason="the add-on tests need Blender's `bpy` module (pip install bpy==5.0.1)")
 
@@ -41,14 +48,24 @@ def test_import_creates_one_face_collection_and_reimport_adds_nothing(imported):
     assert imported["heads"][0]["collection"] == "Face congress_C000537"
 
 
-def test_head_mesh_has_a_float_point_colour_attribute_shown_by_its_material(imported):
+def test_head_mesh_has_a_float_point_colour_attribute(imported):
     head = imported["heads"][0]
     assert head["vertices"] > 5000 and head["polygons"] > 10000
     assert head["smooth"]
     assert head["color_attribute"]["domain"] == "POINT" and head["color_attribute"]["type"] == "FLOAT_COLOR"
     assert 0.0 < min(head["color_attribute"]["mean"]) and max(head["color_attribute"]["mean"]) < 1.0
-    assert head["material_uses_color"]
-    assert head["uv_layers"] == 0   # no baked texture yet: UVs come with it
+
+
+def test_template_head_has_quads_a_uv_map_a_packed_texture_per_part_and_arkit_shape_keys(imported):
+    asset = imported["heads"][0]["asset"]
+    assert asset["quads"] > 0.9 * asset["polygons"]
+    assert asset["uv_layers"] == ["UVMap"]
+    assert [m["name"] for m in asset["materials"]] == [f"congress_C000537 {part}" for part in ("skin", "eyes", "mouth")]
+    assert all(m["packed"] and m["image"] == "congress_C000537 texture" for m in asset["materials"])
+    driven = {edit["shape_key"] for edit in asset["edits"].values()}
+    expressions = [k["name"] for k in asset["shape_keys"][1:] if k["name"] not in driven]
+    assert asset["shape_keys"][0]["name"] == "Basis"
+    assert set(expressions) <= ARKIT and len(expressions) == 51   # ARKit's 52 but tongueOut (ICT has no tongue)
 
 
 def test_head_is_upright_in_metres(imported):
@@ -90,15 +107,31 @@ def test_orbit_rig_parents_five_cameras_to_an_empty_at_the_pivot(imported):
     assert all(0.9 < d < 1.3 for d in head["orbit_distances"])   # 2.5 to 2.7 EG3D units of 0.427 m
 
 
-def test_slider_resynthesises_the_mesh_in_place(imported):
+def test_slider_shows_its_edit_at_once_through_a_shape_key_or_by_resynthesis(imported):
     edit = imported["edit"]
-    assert edit["status"] == "Edited"
-    assert edit["after"]["name"] == edit["before"]["name"]
-    assert edit["after"]["edits"]["jaw_open"] == 1.0
-    assert edit["after"]["vertices"] != edit["before"]["vertices"] or \
-        edit["after"]["size"] != edit["before"]["size"]
+    after = edit["after"]
+    assert after["name"] == edit["before"]["name"]
+    assert after["edits"]["jaw_open"] == 1.0
     assert set(edit["before"]["edits"]) == {"smile", "jaw_open", "blink", "brow_raise"}
+    key = after["asset"]["edits"]["jaw_open"]["shape_key"]
+    if key:   # the template head: the key follows the slider, no engine round trip
+        assert edit["status"] == edit["before"]["status"]
+        assert next(k["value"] for k in after["asset"]["shape_keys"] if k["name"] == key) == pytest.approx(1.0)
+    else:
+        assert edit["status"] == "Edited"
+        assert after["vertices"] != edit["before"]["vertices"] or after["size"] != edit["before"]["size"]
     assert imported["apply_as_new"] == ["FINISHED"]
+
+
+def test_resynthesise_bakes_the_slider_values_into_a_new_basis(imported):
+    resynthesized = imported["resynthesize"]
+    assert resynthesized["outcome"] == ["FINISHED"]
+    assert resynthesized["after"]["status"] == "Edited"
+    edit = resynthesized["after"]["asset"]["edits"]["jaw_open"]
+    assert edit["value"] == 1.0 and edit["baked"] == pytest.approx(1.0)
+    if edit["shape_key"]:   # keys are now relative to the new basis, which holds the whole edit
+        keys = {k["name"]: k["value"] for k in resynthesized["after"]["asset"]["shape_keys"]}
+        assert keys[edit["shape_key"]] == pytest.approx(0.0)
 
 
 def test_blend_reopens_with_the_face_and_unregistering_leaves_nothing_running(imported):
@@ -151,23 +184,24 @@ def test_engine_killed_mid_request_is_reported_and_restarts_on_the_next_request(
 
 
 def test_a_result_with_uvs_and_a_texture_gets_a_uv_map_and_a_packed_image(blender, extension_zip, tmp_path):
-    """Texture baking comes later; the scene builder already takes its output: UVs per corner and a PNG."""
+    """A hand-written result in the wire format: a tetrahedron with UVs per corner and a PNG texture."""
     vertices = np.array([[0, 0, 0], [0.1, 0, 0], [0, 0.1, 0], [0, 0, 0.1]], np.float32)
-    faces = np.array([[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]], np.int32)
-    uvs = np.random.default_rng(0).random((faces.size, 2)).astype(np.float32)
-    np.savez(tmp_path / "mesh.npz", vertices=vertices, faces=faces, colors=np.full((4, 3), 0.5, np.float32),
-             uvs=uvs)
+    loop_vertices = np.array([0, 2, 1, 0, 1, 3, 1, 2, 3, 0, 3, 2], np.int32)
+    loop_uvs = np.random.default_rng(0).random((loop_vertices.size, 2)).astype(np.float32)
+    np.savez(tmp_path / "mesh.npz", vertices=vertices, loop_vertices=loop_vertices,
+             polygon_sizes=np.full(4, 3, np.int32), colors=np.full((4, 3), 0.5, np.float32), loop_uvs=loop_uvs)
     Image.new("RGB", (64, 32), (255, 0, 0)).save(tmp_path / "texture.png")
     camera = {"matrix_world": np.eye(4).tolist(), "lens_mm": 150.0, "sensor_width_mm": 36.0,
               "sensor_fit": "HORIZONTAL", "shift_x": 0.0, "shift_y": 0.0, "resolution": [64, 32]}
     manifest = {"face_id": "f", "photo": str(FRONTAL), "photo_size": [450, 550], "model": "m",
-                "mesh": {"file": "mesh.npz"}, "texture": {"file": "texture.png"}, "input_camera": camera,
-                "orbit": {"pivot": [0, 0, 0], "cameras": []}, "landmarks": {"mesh": [[0, 0, 0]] * 68},
-                "edits": [], "edit_values": {}}
+                "mesh": {"file": "mesh.npz", "topology": "raw", "materials": ["skin"]},
+                "texture": {"file": "texture.png", "size": 64, "colour_space": "sRGB"}, "shape_keys": None,
+                "input_camera": camera, "orbit": {"pivot": [0, 0, 0], "cameras": []},
+                "landmarks": {"mesh": [[0, 0, 0]] * 68}, "edits": [], "edit_values": {}}
     (tmp_path / "result.json").write_text(json.dumps(manifest))
     facts = run_case(blender, "texture", extension_zip, tmp_path, tmp_path / "result.json")
     assert facts["uv_layers"] == 1 and facts["uv_name"] == "UVMap"
-    assert np.allclose(facts["uvs"], uvs, atol=1e-6)
+    assert np.allclose(facts["uvs"], loop_uvs, atol=1e-6)
     assert facts["image_size"] == [64, 32]
     assert facts["packed"] and facts["reopened_packed"]
     assert facts["reopened_pixel"][:3] == pytest.approx([1.0, 0.0, 0.0], abs=1e-3)
