@@ -87,13 +87,16 @@ def select_only(bpy, objects: list) -> None:
 
 
 def write_glb(bpy, heads: list, path: Path) -> None:
-    """Heads (baked texture, shape keys as morph targets named in the mesh's extras.targetNames) and cameras."""
+    """Heads (baked texture, shape keys as morph targets named in the mesh's extras.targetNames) and cameras.
+
+    Morph targets carry positions only: Blender's exporter writes their normals densely (about 17 MB of a head's
+    25), and viewers shade a morphed head with its base normals well enough; the .blend keeps the full keys."""
     select_only(bpy, face_objects(heads))
     with staged(path) as folder:
         # Vertex colours only where a material shows them (raw heads): glTF multiplies a texture by COLOR_0.
         bpy.ops.export_scene.gltf(filepath=str(folder / path.name), export_format="GLB", use_selection=True,
                                   export_cameras=True, export_vertex_color="MATERIAL",
-                                  export_all_vertex_colors=False, export_morph=True)
+                                  export_all_vertex_colors=False, export_morph=True, export_morph_normal=False)
 
 
 def _textures(heads: list) -> list:

@@ -19,7 +19,7 @@ from PIL import Image
 
 TILE = 320
 SHAPE_KEYS = ("jawOpen", "mouthSmileLeft")   # shown at 1.0, one per column
-CLOSE_UP = 1.7                               # focal length of the close-ups over the orbit camera's
+CLOSE_UP = 1.15                              # focal length of the close-ups over the orbit camera's
 
 
 def render(camera: bpy.types.Object, resolution: tuple[int, int], path: Path) -> Image.Image:

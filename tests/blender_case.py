@@ -209,7 +209,7 @@ def case_corpus(workdir: str, *photos: str) -> dict:
     runtime = sys.modules[f"{ADDON}.runtime"]
     runtime.shutdown()
     bpy.ops.wm.open_mainfile(filepath=blend)
-    facts["reopened_packed_photos"] = sorted(i.name for i in bpy.data.images if i.packed_file is not None)
+    facts["reopened_packed_images"] = sorted(i.name for i in bpy.data.images if i.packed_file is not None)
     return facts
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from arkit import ARKIT
 from blender_runner import BLENDERS, run_case
 from PIL import Image
 
@@ -20,13 +21,6 @@ from inference.preprocess.detect import detect_faces
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 FRONTAL = PHOTOS / "congress_C000537.jpg"
-ARKIT = {f"{name}{side}" for name in ("eyeBlink", "eyeLookDown", "eyeLookIn", "eyeLookOut", "eyeLookUp", "eyeSquint",
-                                     "eyeWide", "mouthSmile", "mouthFrown", "mouthDimple", "mouthStretch",
-                                     "mouthPress", "mouthLowerDown", "mouthUpperUp", "browDown", "browOuterUp",
-                                     "cheekSquint", "noseSneer") for side in ("Left", "Right")} | {
-    "jawForward", "jawLeft", "jawRight", "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft",
-    "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "browInnerUp",
-    "cheekPuff", "tongueOut"}
 
 pytest.importorskip("bpy", reason="the add-on tests need Blender's `bpy` module (pip install bpy==5.0.1)")
 

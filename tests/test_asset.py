@@ -11,27 +11,34 @@ import pytest
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
+from arkit import ARKIT
 
-from inference.asset.bake import PhotoView, srgb_to_linear, texel_map
+from inference.asset.bake import BakeOptions, PhotoView, srgb_to_linear, texel_map
 from inference.asset.build import raw_asset
-from inference.asset.evaluate import bake_template, known_texture_photo, psnr, render_uvs, sample_texture, texel_parts
+from inference.asset.evaluate import (
+    bake_template,
+    known_texture_photo,
+    psnr,
+    render_uvs,
+    sample_texture,
+    texel_parts,
+)
 from inference.asset.quality import folded_triangles, intersecting_triangles
 from inference.asset.register import register_template
-from inference.asset.template import FACE_AREA_VERTICES, SKIN_VERTICES, arkit_name, landmark_points, load_template, \
-    split_polygons
+from inference.asset.template import (
+    FACE_AREA_VERTICES,
+    SKIN_VERTICES,
+    arkit_name,
+    landmark_points,
+    load_template,
+    split_polygons,
+)
 from inference.cameras import orbit_cam2world
 from inference.synthetic.groundtruth import build_heads
 from inference.synthetic.heads import sample_params
 
 MM = 427.0      # millimetres per world unit of the ICT heads and the default model
 PIVOT = np.array([0.0, 0.0, 0.2])
-ARKIT = {f"{name}{side}" for name in ("eyeBlink", "eyeLookDown", "eyeLookIn", "eyeLookOut", "eyeLookUp", "eyeSquint",
-                                     "eyeWide", "mouthSmile", "mouthFrown", "mouthDimple", "mouthStretch",
-                                     "mouthPress", "mouthLowerDown", "mouthUpperUp", "browDown", "browOuterUp",
-                                     "cheekSquint", "noseSneer") for side in ("Left", "Right")} | {
-    "jawForward", "jawLeft", "jawRight", "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft",
-    "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "browInnerUp",
-    "cheekPuff", "tongueOut"}
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +182,28 @@ def test_the_unseen_side_is_the_mirror_of_the_seen_one_and_the_back_is_the_field
     unseen_colours = result.texture[far & chart].astype(int)
     assert len(unseen_colours) > 20_000
     assert np.abs(unseen_colours - np.median(unseen_colours, axis=0)).max() <= 2
+
+
+def test_inside_the_mouth_unseen_pieces_get_their_own_colour_not_the_fields(template, textured_head):
+    """The model never renders the teeth or gums: where the photo does not show them they are ivory and pink
+    (in the photo's white balance: here the field matches the photo, so the colours come through as they are)."""
+    from inference.asset.bake import bake_texture
+    from inference.asset.evaluate import surface_pattern
+    from inference.asset.register import vertex_normals
+    from inference.asset.template import INTERIOR_COLOURS
+
+    triangles, owner = textured_head["triangles"], textured_head["owner"]
+    result = bake_texture(template.uvs, textured_head["uv_triangles"], template.neutral, triangles,
+                          vertex_normals(template.neutral, triangles), textured_head["view"],
+                          lambda p: surface_pattern(p, MM), template.mirror, (triangles < SKIN_VERTICES).all(1),
+                          BakeOptions(size=1024, mm_per_unit=MM), triangle_parts=template.polygon_parts[owner],
+                          part_colours=template.interior_colours())
+    parts = texel_parts(template, 1024)
+    for name, index in (("teeth", 4), ("gums_tongue", 3)):
+        unseen = (parts == index) & (result.photo_weight == 0)
+        assert unseen.sum() > 1000
+        median = np.median(result.texture[unseen].astype(float), axis=0)
+        np.testing.assert_allclose(median, np.array(INTERIOR_COLOURS[name]) * 255, atol=20)
 
 
 def test_every_texel_a_triangle_covers_is_baked_and_every_other_one_is_padded(template, textured_head):

@@ -100,4 +100,6 @@ def test_each_photo_imports_and_its_camera_sees_the_upright_photo(corpus, import
 
 
 def test_the_blend_keeps_every_photo_packed(corpus, imported):
-    assert len(imported["reopened_packed_photos"]) == len(corpus)
+    packed = imported["reopened_packed_images"]
+    assert len([name for name in packed if name.endswith(" photo")]) == len(corpus)
+    assert len([name for name in packed if name.endswith(" texture")]) == len(corpus)   # each head's baked texture

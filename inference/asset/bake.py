@@ -312,11 +312,13 @@ def colour_match(model: np.ndarray, photo: np.ndarray, weight: np.ndarray) -> np
 def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray, triangles: np.ndarray,
                  normals: np.ndarray, view: PhotoView, field_colours: FieldColours,
                  mirror: np.ndarray | None = None, mirror_triangles: np.ndarray | None = None,
-                 options: BakeOptions = BakeOptions(), triangle_parts: np.ndarray | None = None) -> Bake:
+                 options: BakeOptions = BakeOptions(), triangle_parts: np.ndarray | None = None,
+                 part_colours: dict[int, tuple[float, float, float]] | None = None) -> Bake:
     """Bake the texture of a mesh (vertices (V, 3), triangles (T, 3), unit vertex normals (V, 3), EG3D world)
     whose triangle t has UV corners uv_triangles[t] into `uvs`. `mirror` (V,) maps each vertex to its mirror
     image; it is used for the triangles flagged by `mirror_triangles` (T,) bool (the symmetric skin).
-    `triangle_parts` (T,) int names the separate piece each triangle belongs to (see `_Visibility`)."""
+    `triangle_parts` (T,) int names the separate piece each triangle belongs to (see `_Visibility`);
+    `part_colours` gives pieces a fixed sRGB colour instead of the field's, where the photo does not see them."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     size = options.size
@@ -359,6 +361,9 @@ def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray
 
     started = time.perf_counter()
     model = _field_colours(uvs, uv_triangles, triangles, vertices, texels, field_colours, options)
+    for part, srgb in (part_colours or {}).items() if texel_parts is not None else ():
+        # A piece the model never renders (inside the mouth): its field colour is arbitrary, a fixed one is not.
+        model[texel_parts == part] = srgb_to_linear(np.asarray(srgb, np.float32))
     model = colour_match(model, colour, weight)
     seconds["field"] = time.perf_counter() - started
 

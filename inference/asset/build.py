@@ -21,6 +21,7 @@ from .template import FACE_AREA_VERTICES, MATERIALS, SKIN_VERTICES, Template, lo
 
 TOPOLOGIES = ("template", "raw")
 TEXTURE_SIZES = (1024, 2048, 4096)
+SHAPE_KEY_FLOOR_MM = 0.01      # shape key offsets shorter than this are exact zeros
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def template_asset(surface_vertices: np.ndarray, surface_triangles: np.ndarray, 
         bake = bake_texture(template.uvs, uv_triangles, vertices, triangles, vertex_normals(vertices, triangles),
                             view, field_colours, template.mirror, skin,
                             BakeOptions(size=int(texture_size), mm_per_unit=mm_per_unit),
-                            triangle_parts=template.polygon_parts[triangle_polygon])
+                            triangle_parts=template.polygon_parts[triangle_polygon],
+                            part_colours=template.interior_colours())
         texture = bake.texture
         seconds["bake"] = time.perf_counter() - started
         metrics["texture_photo_fraction"] = float((bake.direct_weight > 0.5).mean())
@@ -118,11 +120,15 @@ def template_asset(surface_vertices: np.ndarray, surface_triangles: np.ndarray, 
     for key, offset in expression_edit_offsets(template, registration, edits or []):
         keys.append(key)
         offsets.append(offset[None])
+    offsets = np.concatenate(offsets)
+    # Each blendshape moves one region; ICT leaves sub-micrometre noise elsewhere. Exact zeros there let glTF
+    # store morph targets sparsely (the .glb is about half the size).
+    offsets[np.linalg.norm(offsets, axis=-1) < SHAPE_KEY_FLOOR_MM / mm_per_unit] = 0.0
     metrics["folded_face_triangles"] = float(folded_face_triangles(registration.fitted, vertices, template))
     return HeadAsset(topology="template", vertices=vertices, loop_vertices=loop_vertices,
                      polygon_sizes=polygon_sizes, colors=colors, materials=MATERIALS,
                      polygon_materials=template.polygon_materials, loop_uvs=template.loop_uvs(), texture=texture,
-                     shape_keys=keys, shape_offsets=np.concatenate(offsets), metrics=metrics, seconds=seconds)
+                     shape_keys=keys, shape_offsets=offsets, metrics=metrics, seconds=seconds)
 
 
 def folded_face_triangles(reference: np.ndarray, vertices: np.ndarray, template: Template) -> int:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..cameras import intrinsics_matrix, orbit_cam2world
 from ..evaluate import machine_info, peak_rss_mib, photo_paths, step_budget, synthetic_faces, write_synthetic_photo
+from ..bench import PeakMemory
 from ..evaluate_generator import surface_figures
 from ..fileio import atomic_write_text
 from ..synthetic.groundtruth import build_heads
@@ -118,11 +119,13 @@ class Pipeline:
         mesh = face_mesh(generator, fit.w_plus, 192, fit.tuned, fit.detail)
         landmarks = mesh_landmarks(fit, mesh)
         started = time.perf_counter()
-        asset, warnings = head_asset(generator, fit, fit.w_plus, mesh, landmarks,
-                                     AssetRequest("template", self.texture_size), loaded,
-                                     session.directions.describe())
+        with PeakMemory(generator.w_avg.device) as memory:
+            asset, warnings = head_asset(generator, fit, fit.w_plus, mesh, landmarks,
+                                         AssetRequest("template", self.texture_size), loaded,
+                                         session.directions.describe())
         return {"fit": fit, "mesh": mesh, "asset": asset, "warnings": warnings,
-                "seconds_after_fit": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib()}
+                "seconds_after_fit": time.perf_counter() - started, "asset_peak_mib": memory.peak_mib,
+                "peak_rss_mib": peak_rss_mib()}
 
 
 def asset_figures(run: dict[str, Any], mm_per_unit: float) -> dict[str, Any]:
@@ -137,7 +140,8 @@ def asset_figures(run: dict[str, Any], mm_per_unit: float) -> dict[str, Any]:
             "folded_face_triangles": int(asset.metrics["folded_face_triangles"]),
             "intersecting_face_triangles": int(intersecting_triangles(asset.vertices, face_triangles(template)).sum()),
             "seconds_register": asset.seconds["register"], "seconds_bake": asset.seconds.get("bake"),
-            "seconds_after_fit": run["seconds_after_fit"], "peak_rss_mib": run["peak_rss_mib"],
+            "seconds_after_fit": run["seconds_after_fit"], "asset_peak_mib": run["asset_peak_mib"],
+            "peak_rss_mib": run["peak_rss_mib"],
             "warnings": run["warnings"]}
 
 
@@ -309,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             "reconstruction_chamfer_mm_median", "distance_to_reconstruction_mm_median",
             "distance_to_reconstruction_mm_p95", "folded_face_triangles", "intersecting_face_triangles",
             "true_head_intersecting_face_triangles", "seconds_register", "seconds_bake", "seconds_after_fit",
-            "peak_rss_mib")
+            "asset_peak_mib", "peak_rss_mib")
     if args.synthetic:
         print("synthetic photos through the pipeline", file=sys.stderr)
         items = through_pipeline(pipeline, args.synthetic, mm_per_unit)
@@ -333,9 +337,10 @@ def summary_text(report: dict[str, Any]) -> str:
     lines = [f"machine: {report['machine']['processor']}, {report['machine']['cpu_count']} cores, "
              f"torch {report['machine']['torch']} on {report['machine']['device']}"]
     truth = report["registration_on_truth"]
-    lines.append(f"registration on true heads ({len(truth['items'])}): per-vertex error median "
-                 f"{truth['vertex_error_mm_median']['median']:.2f} mm, p95 {truth['vertex_error_mm_p95']['median']:.2f} mm, "
-                 f"{truth['seconds']['median']:.2f} s")
+    if truth["items"]:
+        lines.append(f"registration on true heads ({len(truth['items'])}): per-vertex error median "
+                     f"{truth['vertex_error_mm_median']['median']:.2f} mm, p95 "
+                     f"{truth['vertex_error_mm_p95']['median']:.2f} mm, {truth['seconds']['median']:.2f} s")
     for bake in report["bake_round_trip"]:
         lines.append(f"bake round trip at {bake['size']}: {bake['psnr_seen_db']:.1f} dB where the photo sees "
                      f"({bake['psnr_by_piece_db']})")

@@ -351,14 +351,15 @@ def vertex_areas(vertices: np.ndarray, triangles: np.ndarray, count: int) -> np.
 
 def refine_skin(template: Template, fitted: np.ndarray, surface: _Surface, mm_per_unit: float,
                 options: RegistrationOptions, rounds: int = 2) -> np.ndarray:
-    """Move the skin onto the surface: per-vertex offsets along the surface normal where the surface is within
-    `refine_reach_mm`, smoothed by a Laplacian; interior parts take their nearest skin vertices' mean offset.
+    """Move the skin onto the surface: per-vertex offsets towards the tangent plane at each vertex's closest
+    surface point, where that point is within `refine_reach_mm` and faces the same way, smoothed by a
+    bi-Laplacian; interior parts take their nearest skin vertices' mean offset.
 
     Where the template has a crease the surface does not resolve (between the lips, inside the nostrils, an
-    eyelid's fold), pulling every vertex onto the surface would fold triangles over. So each solve is checked:
-    vertices of triangles turned by more than FOLD_TURN_DEGREES stop following the surface (and their
-    neighbours with them), and the offsets are solved again; the Laplacian then carries the neighbourhood's
-    offset over them smoothly."""
+    eyelid's fold), pulling every vertex onto the surface would fold triangles over. So the last round's solve is
+    checked: vertices of triangles turned by more than FOLD_TURN_DEGREES stop following the surface (and their
+    neighbours with them), and the offsets are solved again, the smoothness carrying the neighbourhood's offset
+    over them; what still folds fades back to the fitted head."""
     count = SKIN_VERTICES
     triangles = template.triangles()
     skin_triangles = triangles[(triangles < count).all(1)]

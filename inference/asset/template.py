@@ -33,6 +33,10 @@ _MATERIAL_POLYGONS = (("skin", 0, 11144), ("mouth", 11144, 13226), ("eyes", 1322
 # Interior parts that follow the skin as rigid pieces (their own shape comes from the identity modes).
 RIGID_PARTS = ("mouth_socket", "eye_sockets", "gums_tongue", "teeth", "sclera_left", "iris_left",
                "sclera_right", "iris_right")
+# The pieces inside the mouth, which no model renders (its colour field there is arbitrary), get these sRGB
+# colours where the photo does not show them: a dark socket, pink gums and tongue, ivory teeth.
+INTERIOR_COLOURS = {"mouth_socket": (0.32, 0.09, 0.09), "gums_tongue": (0.66, 0.30, 0.30),
+                    "teeth": (0.86, 0.83, 0.75)}
 # ARKit's blendshapes that ICT splits in two halves: ARKit drives both halves with one value.
 _ARKIT_UNSPLIT = {"browInnerUp", "cheekPuff"}
 # ICT shapes that are not ARKit blendshapes.
@@ -81,6 +85,10 @@ class Template:
     def loop_uvs(self) -> np.ndarray:
         """(L, 2) float32, the UV of each corner in `loops()` order."""
         return self.uvs[self.polygon_uvs[self.polygon_uvs >= 0]]
+
+    def interior_colours(self) -> dict[int, tuple[float, float, float]]:
+        """INTERIOR_COLOURS by piece index (`polygon_parts`)."""
+        return {list(PART_VERTEX_RANGES).index(name): colour for name, colour in INTERIOR_COLOURS.items()}
 
     def part_vertices(self, part: str) -> np.ndarray:
         lo, hi = PART_VERTEX_RANGES[part]
