@@ -179,16 +179,20 @@ def _active_face(context: bpy.types.Context) -> bpy.types.Object | None:
     return obj if obj is not None and obj.type == "MESH" and obj.triface.face_id else None
 
 
-class TRIFACE_OT_reset_edits(bpy.types.Operator):
+class _FaceOperator(bpy.types.Operator):
+    """An operator on the active face (a head the import made)."""
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _active_face(context) is not None
+
+
+class TRIFACE_OT_reset_edits(_FaceOperator):
     """Put every attribute slider of the active face back to zero (re-synthesising it where shape keys cannot)"""
 
     bl_idname = "triface.reset_edits"
     bl_label = "Reset"
     bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return _active_face(context) is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         head = _active_face(context)
@@ -200,17 +204,13 @@ class TRIFACE_OT_reset_edits(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class TRIFACE_OT_resynthesize(bpy.types.Operator):
+class TRIFACE_OT_resynthesize(_FaceOperator):
     """Ask the engine for the exact head at the current slider values (shape keys only approximate edits) and
     rebuild the active face in place"""
 
     bl_idname = "triface.resynthesize"
     bl_label = "Re-synthesise"
     bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return _active_face(context) is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         head = _active_face(context)
@@ -221,16 +221,12 @@ class TRIFACE_OT_resynthesize(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class TRIFACE_OT_apply_as_new(bpy.types.Operator):
+class TRIFACE_OT_apply_as_new(_FaceOperator):
     """Copy the edited head into a new, plain mesh object that no longer follows the sliders"""
 
     bl_idname = "triface.apply_as_new"
     bl_label = "Apply as New Object"
     bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return _active_face(context) is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         copy = scene.copy_as_new_object(_active_face(context))

