@@ -17,10 +17,12 @@ def register() -> None:
         bpy.utils.register_class(cls)
     props.register_properties()
     bpy.types.TOPBAR_MT_file_import.append(operators.menu_import)
+    bpy.types.VIEW3D_MT_add.append(operators.menu_add)
 
 
 def unregister() -> None:
     runtime.shutdown()
+    bpy.types.VIEW3D_MT_add.remove(operators.menu_add)
     bpy.types.TOPBAR_MT_file_import.remove(operators.menu_import)
     props.unregister_properties()
     for cls in reversed(_CLASSES):

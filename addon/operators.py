@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import bpy
-from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
 from . import props, runtime, scene
@@ -25,19 +25,10 @@ def _report_result(operator: bpy.types.Operator, manifest: dict) -> None:
                                      "to import another)")
 
 
-class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
-    """Reconstruct a 3D head from each chosen photo: a textured mesh with shape keys, the photo's camera and an
-    orbit rig"""
+class _EngineImport(bpy.types.Operator):
+    """Heads from a queue of sources (photos, random seeds), one engine request each: synchronous in background
+    mode (`blender -b`, where timers never fire), else modal, with progress and Esc to cancel."""
 
-    bl_idname = "triface.import_face"
-    bl_label = "Import Face from Photo"
-    bl_options = {"REGISTER", "UNDO", "PRESET"}
-
-    filter_glob: StringProperty(default=PHOTO_FILTER, options={"HIDDEN"})
-    files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
-    directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
-    face_index: IntProperty(name="Face index", default=0, min=0,
-                            description="Which face to import when a photo shows several (0 = the largest)")
     topology: EnumProperty(name="Topology", items=props.TOPOLOGIES, default="TEMPLATE",
                            description="The head's mesh: the fitted template (quads, UVs, shape keys) or the raw "
                                        "reconstruction")
@@ -45,45 +36,50 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
                                description="Size of the baked texture, in pixels per side")
 
     _timer = None
-    _queue: list[str]
+    _queue: list
     _job: Job | None
     _job_dir: Path | None
     _imported: int
     _failed: list[str]
     _cancelling: bool
 
-    def photos(self) -> list[str]:
-        """Absolute paths: the engine runs in another working directory."""
-        if self.files and self.directory and any(f.name for f in self.files):
-            chosen = [str(Path(self.directory) / f.name) for f in self.files if f.name]
-        else:
-            chosen = [self.filepath] if self.filepath else []
-        return [str(Path(bpy.path.abspath(p)).resolve()) for p in chosen]
+    def sources(self) -> list:
+        raise NotImplementedError
+
+    def request(self, source, job_dir: Path) -> tuple[str, dict]:
+        """The engine op and its params for one source."""
+        raise NotImplementedError
+
+    def source_name(self, source) -> str:
+        return str(source)
+
+    def describe(self, head: bpy.types.Object, manifest: dict) -> None:
+        """Set what the head keeps about where it came from (for re-synthesis) beyond the result's own fields."""
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        photos = self.photos()
-        if not photos:
-            self.report({"ERROR"}, "choose at least one photo")
+        sources = self.sources()
+        if not sources:
+            self.report({"ERROR"}, "nothing to import: choose at least one photo")
             return {"CANCELLED"}
-        self._queue, self._job, self._job_dir, self._imported, self._failed = list(photos), None, None, 0, []
+        self._queue, self._job, self._job_dir, self._imported, self._failed = list(sources), None, None, 0, []
         self._cancelling = False
         if bpy.app.background:   # timers never fire without a UI: run each request to completion here
-            for photo in photos:
+            for source in sources:
                 job_dir = runtime.new_job_dir()
                 try:
                     client = runtime.engine()
-                    manifest = client.wait(client.submit("invert", self._params(photo, job_dir)))
+                    manifest = client.wait(client.submit(*self.request(source, job_dir)))
                     self._build(context, manifest, job_dir)
                 except EngineError as exc:
-                    self._fail(photo, exc)
+                    self._fail(source, exc)
                 except Exception as exc:   # a result the scene builder cannot use: report, never crash
-                    self._fail(photo, EngineError(f"could not build the scene: {exc!r}"))
+                    self._fail(source, EngineError(f"could not build the scene: {exc!r}"))
                 finally:
                     runtime.discard_job_dir(job_dir)
             return self._finish(context)
         runtime.imports_running += 1
         runtime.cancel_requested = False
-        context.window_manager.progress_begin(0, 100 * len(photos))
+        context.window_manager.progress_begin(0, 100 * len(sources))
         self._timer = context.window_manager.event_timer_add(0.1, window=context.window)
         context.window_manager.modal_handler_add(self)
         return {"RUNNING_MODAL"}
@@ -100,10 +96,10 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
         if self._job is None:
             if not self._queue:
                 return self._finish(context)
-            photo = self._queue[0]
+            source = self._queue[0]
             self._job_dir = runtime.new_job_dir()
             try:
-                self._job = runtime.engine().submit("invert", self._params(photo, self._job_dir))
+                self._job = runtime.engine().submit(*self.request(source, self._job_dir))
             except EngineError as exc:
                 self._fail(self._queue.pop(0), exc)
                 runtime.discard_job_dir(self._job_dir)
@@ -114,17 +110,17 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
             client.check(self._job)
         done = self._imported + len(self._failed)
         context.window_manager.progress_update(int(100 * (done + self._job.fraction)))
-        context.workspace.status_text_set(f"TriFace: {Path(self._queue[0]).name if self._queue else ''}: "
+        context.workspace.status_text_set(f"TriFace: {self.source_name(self._queue[0]) if self._queue else ''}: "
                                           f"{self._job.message} (Esc cancels)")
         if self._job.finished:
-            photo = self._queue.pop(0) if self._queue else ""
+            source = self._queue.pop(0) if self._queue else ""
             if self._job.error is None:
                 try:
                     self._build(context, self._job.result, self._job_dir)
                 except Exception as exc:   # a result the scene builder cannot use: report, never crash
-                    self._fail(photo, EngineError(f"could not build the scene: {exc!r}"))
+                    self._fail(source, EngineError(f"could not build the scene: {exc!r}"))
             elif self._job.error.kind != "Cancelled":
-                self._fail(photo, self._job.error)
+                self._fail(source, self._job.error)
             runtime.discard_job_dir(self._job_dir)
             self._job = None
         return {"PASS_THROUGH"}
@@ -134,13 +130,12 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
             runtime.engine().cancel(self._job)
         self._cleanup(context)
 
-    def _params(self, photo: str, job_dir: Path) -> dict:
-        return runtime.invert_params(photo, self.face_index, job_dir, self.topology, self.texture_size)
-
     def _build(self, context: bpy.types.Context, manifest: dict, job_dir: Path) -> None:
         head = scene.build_face(context.scene, manifest, job_dir)
+        runtime.results[head.name] = manifest
         head.triface.face_index = int(manifest.get("face_index", 0))
         head.triface.topology, head.triface.texture_size = self.topology, self.texture_size   # for re-synthesis
+        self.describe(head, manifest)
         found = int(manifest.get("faces_found", 1))
         head.triface.status = "Imported" + (f" face {head.triface.face_index} of {found} found" if found > 1 else "")
         for obj in context.view_layer.objects:
@@ -150,10 +145,11 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
         self._imported += 1
         _report_result(self, manifest)
 
-    def _fail(self, photo: str, error: EngineError) -> None:
-        self._failed.append(photo)
-        self.report({"ERROR"}, f"{Path(photo).name}: {error}")
-        print(f"TriFace: {Path(photo).name}: {error.report()}", file=sys.stderr)
+    def _fail(self, source, error: EngineError) -> None:
+        self._failed.append(self.source_name(source))
+        runtime.failures[self.source_name(source)] = error
+        self.report({"ERROR"}, f"{self.source_name(source)}: {error}")
+        print(f"TriFace: {self.source_name(source)}: {error.report()}", file=sys.stderr)
 
     def _cleanup(self, context: bpy.types.Context) -> None:
         if self._timer is not None:
@@ -169,9 +165,65 @@ class TRIFACE_OT_import_face(bpy.types.Operator, ImportHelper):
         self._cleanup(context)
         if self._imported:
             self.report({"INFO"}, f"imported {self._imported} face(s)" +
-                        (f"; {len(self._failed)} photo(s) failed" if self._failed else ""))
+                        (f"; {len(self._failed)} failed" if self._failed else ""))
             return {"FINISHED"}
         return {"CANCELLED"}
+
+
+class TRIFACE_OT_import_face(_EngineImport, ImportHelper):
+    """Reconstruct a 3D head from each chosen photo: a textured mesh with shape keys, the photo's camera and an
+    orbit rig"""
+
+    bl_idname = "triface.import_face"
+    bl_label = "Import Face from Photo"
+    bl_options = {"REGISTER", "UNDO", "PRESET"}
+
+    filter_glob: StringProperty(default=PHOTO_FILTER, options={"HIDDEN"})
+    files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
+    directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
+    face_index: IntProperty(name="Face index", default=0, min=0,
+                            description="Which face to import when a photo shows several (0 = the largest)")
+
+    def sources(self) -> list[str]:
+        """Absolute paths: the engine runs in another working directory."""
+        if self.files and self.directory and any(f.name for f in self.files):
+            chosen = [str(Path(self.directory) / f.name) for f in self.files if f.name]
+        else:
+            chosen = [self.filepath] if self.filepath else []
+        return [str(Path(bpy.path.abspath(p)).resolve()) for p in chosen]
+
+    def source_name(self, source) -> str:
+        return Path(source).name
+
+    def request(self, source, job_dir: Path) -> tuple[str, dict]:
+        return "invert", runtime.invert_params(source, self.face_index, job_dir, self.topology, self.texture_size)
+
+
+class TRIFACE_OT_add_random_face(_EngineImport):
+    """Draw random heads from the model (no photo): each built like an imported face, with its frontal image as
+    its camera's background"""
+
+    bl_idname = "triface.add_random_face"
+    bl_label = "Random Face"
+    bl_options = {"REGISTER", "UNDO", "PRESET"}
+
+    seed: IntProperty(name="Seed", default=0, min=0, description="Which head: the same seed gives the same head")
+    count: IntProperty(name="Count", default=1, min=1, soft_max=16, description="Heads to draw (seeds from Seed on)")
+    truncation: FloatProperty(name="Truncation", default=0.7, min=0.0, max=1.0,
+                              description="Closeness to the average head (lower: more typical, less varied)")
+
+    def sources(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.count))
+
+    def source_name(self, source) -> str:
+        return f"seed {source}"
+
+    def request(self, source, job_dir: Path) -> tuple[str, dict]:
+        return "sample", runtime.sample_params(source, self.truncation, job_dir, self.topology, self.texture_size)
+
+    def describe(self, head: bpy.types.Object, manifest: dict) -> None:
+        head.triface.sample_seed = int(manifest["source"]["seed"])
+        head.triface.truncation = float(manifest["source"]["truncation"])
 
 
 def _active_face(context: bpy.types.Context) -> bpy.types.Object | None:
@@ -352,5 +404,9 @@ def menu_import(self, context: bpy.types.Context) -> None:
     self.layout.operator(TRIFACE_OT_import_face.bl_idname, text="Face from Photo")
 
 
-CLASSES = (TRIFACE_OT_import_face, TRIFACE_OT_reset_edits, TRIFACE_OT_resynthesize, TRIFACE_OT_apply_as_new,
+def menu_add(self, context: bpy.types.Context) -> None:
+    self.layout.operator(TRIFACE_OT_add_random_face.bl_idname, text="Random Face", icon="USER")
+
+
+CLASSES = (TRIFACE_OT_import_face, TRIFACE_OT_add_random_face, TRIFACE_OT_reset_edits, TRIFACE_OT_resynthesize, TRIFACE_OT_apply_as_new,
            TRIFACE_OT_cancel, TRIFACE_OT_stop_engine, TRIFACE_OT_start_engine, TRIFACE_OT_setup_engine)

@@ -16,7 +16,9 @@ class TRIFACE_PT_face(bpy.types.Panel):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
-        layout.operator("triface.import_face", icon="IMAGE_DATA")
+        row = layout.row(align=True)
+        row.operator("triface.import_face", icon="IMAGE_DATA")
+        row.operator("triface.add_random_face", text="", icon="USER")
         if runtime.busy():
             layout.operator("triface.cancel", icon="CANCEL")
         head = context.active_object

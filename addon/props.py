@@ -37,7 +37,11 @@ class TRIFACE_PG_edit(bpy.types.PropertyGroup):
 
 class TRIFACE_PG_face(bpy.types.PropertyGroup):
     face_id: StringProperty(name="Face id", description="The engine's id of this face (photo, face, model)")
-    photo: StringProperty(name="Photo", subtype="FILE_PATH")
+    photo: StringProperty(name="Photo", subtype="FILE_PATH",
+                          description="The photo it came from (for a random head: the model's frontal image of it)")
+    # A random head drawn from the model (-1: a photo's face): enough to draw it again after an engine restart.
+    sample_seed: bpy.props.IntProperty(name="Seed", default=-1, min=-1)
+    truncation: FloatProperty(name="Truncation", default=0.7)
     face_index: bpy.props.IntProperty(name="Face index", default=0, min=0)
     model: StringProperty(name="Model")
     input_camera: StringProperty(name="Input camera")

@@ -19,6 +19,8 @@ from . import scene
 from .engine_client import EngineClient, EngineError, Job, default_python_for_venv
 
 _engine: EngineClient | None = None
+results: dict[str, dict] = {}             # head object name -> the engine's latest result manifest for it
+failures: dict[str, EngineError] = {}     # source (photo name, seed) -> why its last import failed
 _pending_edits: dict[str, float] = {}     # head object name -> time of the last slider change
 _running_edits: dict[str, tuple[Job, Path]] = {}
 EDIT_DEBOUNCE_S = 0.35
@@ -135,10 +137,24 @@ def request_resynthesis(head_name: str, at_once: bool = False) -> None:
         bpy.app.timers.register(_edit_timer, first_interval=0.0 if at_once else EDIT_DEBOUNCE_S)
 
 
+def sample_params(seed: int, truncation: float, job_dir: Path, topology: str = "TEMPLATE",
+                  texture_size: str = "2048") -> dict[str, Any]:
+    """A sample request's params: a random head, built like a photo's."""
+    params = invert_params("", 0, job_dir, topology, texture_size)
+    del params["image"], params["face_index"], params["steps"]
+    params.update(seed=int(seed), truncation=float(truncation))
+    return params
+
+
 def synthesize_params(head: bpy.types.Object, job_dir: Path) -> dict[str, Any]:
     settings = head.triface
-    params = invert_params(bpy.path.abspath(settings.photo), settings.face_index, job_dir, settings.topology,
-                           settings.texture_size)
+    if settings.sample_seed >= 0:
+        params = sample_params(settings.sample_seed, settings.truncation, job_dir, settings.topology,
+                               settings.texture_size)
+        params["sample"] = {"seed": params.pop("seed"), "truncation": params.pop("truncation")}
+    else:
+        params = invert_params(bpy.path.abspath(settings.photo), settings.face_index, job_dir, settings.topology,
+                               settings.texture_size)
     params.update(face_id=settings.face_id, edits={item.name: item.value for item in settings.edits})
     return params
 
@@ -146,6 +162,7 @@ def synthesize_params(head: bpy.types.Object, job_dir: Path) -> dict[str, Any]:
 def _show_result(head: bpy.types.Object, manifest: dict, job_dir: Path) -> None:
     try:
         scene.update_head(head, manifest, job_dir)
+        results[head.name] = manifest
         head.triface.status = "Edited"
     except Exception as exc:   # a result the scene builder cannot use: report, never crash a timer
         head.triface.status = f"Edit failed: could not build the scene: {exc!r}"
@@ -226,4 +243,6 @@ def shutdown() -> None:
     for _job, job_dir in _running_edits.values():
         discard_job_dir(job_dir)
     _running_edits.clear()
+    results.clear()
+    failures.clear()
     stop_engine()

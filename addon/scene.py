@@ -147,7 +147,7 @@ def _object(name: str, data, collection: bpy.types.Collection) -> bpy.types.Obje
     return obj
 
 
-def _apply_camera(camera: bpy.types.Camera, spec: dict) -> None:
+def apply_camera(camera: bpy.types.Camera, spec: dict) -> None:
     camera.lens = spec["lens_mm"]
     camera.sensor_width = spec["sensor_width_mm"]
     camera.sensor_fit = spec["sensor_fit"]
@@ -155,9 +155,9 @@ def _apply_camera(camera: bpy.types.Camera, spec: dict) -> None:
     camera.clip_start, camera.clip_end = 0.01, 100.0
 
 
-def _camera_object(name: str, spec: dict, collection: bpy.types.Collection) -> bpy.types.Object:
+def camera_object(name: str, spec: dict, collection: bpy.types.Collection) -> bpy.types.Object:
     data = bpy.data.cameras.get(name) or bpy.data.cameras.new(name)
-    _apply_camera(data, spec)
+    apply_camera(data, spec)
     obj = _object(name, data, collection)
     obj.matrix_world = Matrix(spec["matrix_world"])
     return obj
@@ -226,7 +226,7 @@ def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path) -> bpy.typ
     head = _object(f"{stem} head", mesh, collection)
     _fill_head(head, manifest, job_dir)
 
-    camera = _camera_object(f"{stem} photo camera", manifest["input_camera"], collection)
+    camera = camera_object(f"{stem} photo camera", manifest["input_camera"], collection)
     photo = _photo(manifest, f"{stem} photo")
     camera.data.show_background_images = True
     background = camera.data.background_images[0] if camera.data.background_images else \
@@ -237,7 +237,7 @@ def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path) -> bpy.typ
     rig.empty_display_type, rig.empty_display_size = "SPHERE", 0.03
     rig.matrix_world = Matrix.Translation(manifest["orbit"]["pivot"])
     for spec in manifest["orbit"]["cameras"]:
-        orbit_camera = _camera_object(f"{stem} orbit {spec['name']}", spec, collection)
+        orbit_camera = camera_object(f"{stem} orbit {spec['name']}", spec, collection)
         world = Matrix(spec["matrix_world"])
         orbit_camera.parent = rig
         orbit_camera.matrix_parent_inverse = rig.matrix_world.inverted()

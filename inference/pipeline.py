@@ -77,6 +77,7 @@ class FaceFit:
     tune_losses: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     detail: LocalDetail | None = None    # the photo's local detail (when the model has the branch)
+    source: dict = field(default_factory=lambda: {"kind": "photo"})   # or a random head: kind, seed, truncation
 
 
 def face_id_for(photo: Path, face_index: int, model_id: str) -> str:
@@ -384,6 +385,7 @@ def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit,
         orbit.append({"name": f"yaw {np.degrees(yaw):+.0f}", "yaw": yaw, **_blender_camera_dict(camera)})
     return {
         "face_id": fit.face_id,
+        "source": dict(fit.source),
         "photo": str(fit.photo),
         "photo_size": list(fit.photo_size),
         "photo_image": None if photo_image is None else {"file": str(photo_image), "size": [width, height],

@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(Session(args.model, args.device), events)
     threading.Thread(target=server.read, args=(sys.stdin,), name="triface-reader", daemon=True).start()
     log.info("engine ready (model %s, device %s)", args.model, args.device)
-    return server.serve()
+    try:
+        return server.serve()
+    finally:
+        server.session.close()
 
 
 if __name__ == "__main__":

@@ -9,8 +9,14 @@ Ops and params:
   invert      {image, job_dir, face_index=0, steps="fast" | int, mesh_resolution=192,
                topology="template" | "raw", texture_size=2048 | 1024 | 4096 | None}
               -> the face result manifest (see `pipeline.write_face_result`); the face stays cached
+  sample      {seed, truncation=0.7, job_dir, mesh_resolution, topology, texture_size}
+              -> a random head's result manifest, like a photo's (its "photo" is the model's frontal image)
   synthesize  {face_id, job_dir, edits: {name: value}, mesh_resolution=192, topology, texture_size, and
-              optionally the invert params (used when the engine no longer holds the face)} -> a new manifest
+              optionally the invert params or sample {seed, truncation} (used when the engine no longer holds
+              the face)} -> a new manifest
+  latent      {face_id, edits}           -> w_plus (num_ws x w_dim) with the edits applied, its camera label
+  render_views {face_id, edits, cameras: [[25 floats]], size, job_dir}
+              -> the model's own images from those EG3D cameras, as neural_000.png ... in job_dir
   release     {face_id | None}           -> forget one face (or all) and free the device's cached memory
 """
 
@@ -18,20 +24,26 @@ from __future__ import annotations
 
 import gc
 import platform
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import __version__
 from .asset.build import warm_caches
+from .dataset.neural import neural_views
+from .dataset.sample import sampled_face
 from .editing import EditDirections, edit_directions
 from .errors import TriFaceError, UnknownFaceError
 from .invert import STEP_BUDGETS, Budget, ProgressFn, w_spread
 from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model, select_device
 from .model_landmarks import load_landmark_regressor
+from .export import write_png
 from .pipeline import (AssetRequest, FaceFit, camera_photo, face_mesh, head_asset, invert_photo,
                        mesh_landmarks, write_face_result)
 from .preprocess.decode import Photo, load_photo
@@ -52,6 +64,7 @@ class Session:
         self.landmark_regressor = None
         self.local_detail = None
         self.faces: OrderedDict[str, FaceFit] = OrderedDict()
+        self._scratch: Path | None = None   # the engine's own files (random heads' images); gone at exit
 
     # -- ops ---------------------------------------------------------------------------------------------
 
@@ -82,19 +95,56 @@ class Session:
         photo_image = camera_photo(photo, Path(_required(params, "job_dir")))
         return self._result(fit, params, {}, progress, photo_image, photo)
 
+    def sample(self, params: dict[str, Any], progress: ProgressFn) -> dict:
+        fit, photo = self._sample(params, progress)
+        return self._result(fit, params, {}, progress, photo.path, photo)
+
     def synthesize(self, params: dict[str, Any], progress: ProgressFn) -> dict:
         self._ensure_model(progress)
+        fit = self._held_face(params, progress)
+        edits = {str(k): float(v) for k, v in dict(params.get("edits", {})).items()}
+        return self._result(fit, params, edits, progress)
+
+    def latent(self, params: dict[str, Any], progress: ProgressFn) -> dict:
+        self._ensure_model(progress)
+        fit = self._held_face(params, progress)
+        w_plus = self._edited(fit, params)
+        return {"face_id": fit.face_id, "model": self.generator.config.name, "w_plus": w_plus[0].tolist(),
+                "metres_per_unit": self.generator.config.metres_per_unit,
+                "camera": [float(x) for x in fit.camera], "source": dict(fit.source)}
+
+    def render_views(self, params: dict[str, Any], progress: ProgressFn) -> dict:
+        self._ensure_model(progress)
+        fit = self._held_face(params, progress)
+        labels = np.asarray(_required(params, "cameras"), dtype=np.float32).reshape(-1, 25)
+        size = int(params.get("size", self.generator.config.img_resolution))
+        job_dir = Path(_required(params, "job_dir"))
+        files = []
+        for index, pixels in enumerate(neural_views(self.generator, fit, self._edited(fit, params), labels, size)):
+            progress(index / len(labels), "rendering the model's views")
+            files.append(f"neural_{index:03d}.png")
+            write_png(job_dir / files[-1], pixels)
+        return {"files": files, "size": size}
+
+    def _edited(self, fit: FaceFit, params: dict[str, Any]) -> torch.Tensor:
+        edits = {str(k): float(v) for k, v in dict(params.get("edits", {})).items()}
+        return self.directions.apply(fit.w_plus, edits) if edits else fit.w_plus
+
+    def _held_face(self, params: dict[str, Any], progress: ProgressFn) -> FaceFit:
+        """The face a request names; re-inverted (or re-drawn) when the engine restarted since, if the request
+        carries what that needs."""
         face_id = _required(params, "face_id")
         fit = self.faces.get(face_id)
-        if fit is None and params.get("image"):
+        if fit is None and params.get("sample"):
+            fit, _photo = self._sample({**params, **params["sample"]}, lambda f, m: progress(0.8 * f, m))
+        elif fit is None and params.get("image"):
             # The engine restarted since this face was imported: the request carries what re-inverting needs.
             fit = self._fit(params, lambda f, m: progress(0.8 * f, m))
         if fit is None:
             raise UnknownFaceError(f"the engine does not hold face {face_id} (it was restarted or the face was "
                                    "released); import the photo again")
-        self.faces.move_to_end(face_id)
-        edits = {str(k): float(v) for k, v in dict(params.get("edits", {})).items()}
-        return self._result(fit, params, edits, progress)
+        self.faces.move_to_end(fit.face_id)
+        return fit
 
     def release(self, params: dict[str, Any], progress: ProgressFn) -> dict:
         face_id = params.get("face_id")
@@ -117,6 +167,24 @@ class Session:
                            landmark_regressor=self.landmark_regressor, local_detail=self.local_detail)
         self._remember(fit)
         return fit
+
+    def _sample(self, params: dict[str, Any], progress: ProgressFn) -> tuple[FaceFit, Photo]:
+        generator = self._ensure_model(progress)
+        fit, photo = sampled_face(generator, int(params.get("seed", 0)), float(params.get("truncation", 0.7)),
+                                  self._model_id(), self.scratch(), progress)
+        self._remember(fit)
+        return fit, photo
+
+    def scratch(self) -> Path:
+        """A private folder for the engine's own files, removed when the session closes."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="triface-engine-"))
+        return self._scratch
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def _ensure_model(self, progress: ProgressFn):
         if self.generator is None:
@@ -151,7 +219,7 @@ class Session:
                 photo_image: Path | None = None, photo: Photo | None = None) -> dict:
         generator = self.generator
         request = _asset_request(params)
-        w_plus = self.directions.apply(fit.w_plus, edits) if edits else fit.w_plus
+        w_plus = self._edited(fit, {"edits": edits})
         progress(0.92, "extracting the mesh")
         mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)), fit.tuned, fit.detail)
         if photo is None and request.texture_size and Path(fit.photo).is_file():

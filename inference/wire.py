@@ -11,7 +11,8 @@ into `.npz` files and images into `.png` files inside the request's job folder, 
                                                                  "traceback": "..."}}
 Every request ends with exactly one `result` or `error` event; `progress` events may come before it.
 Ops (their params and results are documented in `inference/session.py`, which implements them):
-  hello, load_model, invert, synthesize, release, cancel (params {"target": id}), shutdown.
+  hello, load_model, invert, sample, synthesize, latent, render_views, release, cancel (params {"target": id}),
+  shutdown.
 
 This module must import nothing but the standard library and numpy: Blender's Python loads it too (the
 extension carries a copy of the engine's source), and torch must never load inside Blender.
@@ -25,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 PROTOCOL_VERSION = 1
-OPS = ("hello", "load_model", "invert", "synthesize", "release", "cancel", "shutdown")
+OPS = ("hello", "load_model", "invert", "sample", "synthesize", "latent", "render_views", "release", "cancel",
+       "shutdown")
 EVENTS = ("progress", "result", "error")
 
 # Arrays of a face mesh in `mesh.npz`, all in Blender's world frame (Z up, metres). Polygons are listed as
