@@ -77,6 +77,9 @@ def setup_render(scene: bpy.types.Scene, settings: RenderSettings) -> dict:
     render.resolution_percentage = 100
     render.film_transparent = True
     render.dither_intensity = 0.0                   # bit-exact mirrors, and reruns that match
+    for name in dir(render):   # no date, time, host or file name in the files' metadata: reruns match byte for byte
+        if name.startswith("use_stamp"):
+            setattr(render, name, False)
     render.use_compositing = True
     scene.view_settings.view_transform = "Standard"   # the baked texture's colours as they are
     scene.view_settings.look = "None"

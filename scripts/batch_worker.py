@@ -17,7 +17,9 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -246,11 +248,23 @@ class Worker:
         self.runtime.failures.clear()
 
 
+def exit_with_coordinator() -> None:
+    """The coordinator holds our stdin open and never writes to it: when it dies (killed, its node lost), the
+    pipe closes, and this worker and its engine (our process group) go too rather than race a rerun."""
+    def watch() -> None:
+        while sys.stdin.buffer.read(1 << 16):
+            pass
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    threading.Thread(target=watch, daemon=True, name="triface-batch-watchdog").start()
+
+
 def main() -> int:
     argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
+    if os.environ.get("TRIFACE_BATCH_WORKER") == "1":
+        exit_with_coordinator()
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     started = time.perf_counter()
     worker = Worker(job)

@@ -138,12 +138,14 @@ def run_chunk(settings: dict, items: list[dict], slot: str,
         job_path.write_text(json.dumps({**settings, "items": remaining}), encoding="utf-8")
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
+        env["TRIFACE_BATCH_WORKER"] = "1"   # the worker exits when our end of its stdin closes (see the worker)
         if settings.get("extension"):   # a private Blender user folder: the extension installed there alone
             env["BLENDER_USER_RESOURCES"] = str(slot_dir / "blender-user")
         log_path = slot_dir / "worker.log"
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(worker_command(settings, job_path), stdout=subprocess.PIPE, stderr=log,
-                                       env=env, cwd=str(ROOT), start_new_session=True)
+            process = subprocess.Popen(worker_command(settings, job_path), stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=log, env=env, cwd=str(ROOT),
+                                       start_new_session=True)
         lines: queue.Queue[str | None] = queue.Queue()
 
         def pump(stream=process.stdout) -> None:
@@ -191,6 +193,8 @@ def run_chunk(settings: dict, items: list[dict], slot: str,
         remaining = [item for item in remaining if item["item_id"] not in {e["item"] for e in outcomes}]
         if process.poll() is None:
             _kill(process)
+        if not process.stdin.closed:
+            process.stdin.close()
     return outcomes
 
 
@@ -201,6 +205,8 @@ def _kill(process: subprocess.Popen) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     process.wait()
+    if process.stdin is not None:
+        process.stdin.close()
 
 
 def _tail(path: Path, lines: int = 6) -> str:
@@ -372,14 +378,17 @@ def _run_pool(config: BatchConfig, settings: dict, chunks: list[list[dict]], sha
 def _run_ray(config: BatchConfig, settings: dict, chunks: list[list[dict]], shard_dir: Path,
              on_event: Callable[[dict], None]) -> None:
     """Each chunk a Ray task (CPUs and GPUs requested per Blender worker, retried by Ray if its node dies) that
-    runs the same worker processes on whichever node takes it; OUT must be a folder every node shares."""
+    runs the same worker processes on whichever node takes it; OUT must be a folder every node shares. Ray limits
+    a task's threads to its CPUs (OMP_NUM_THREADS), and torch's sums depend on the thread count: files match the
+    local pool's byte for byte when a task has as many CPUs as a local worker uses."""
     try:
         import ray
     except ImportError:
         raise RuntimeError("--ray needs Ray: pip install 'triface[ray]' (or pip install ray)") from None
     if not ray.is_initialized():
         if config.ray == "local":   # a private single-machine cluster, as big as the pool would be
-            ray.init(num_cpus=max(1, config.workers), include_dashboard=False, log_to_driver=False,
+            ray.init(num_cpus=max(1, round(config.workers * config.ray_cpus_per_worker)), include_dashboard=False,
+                     log_to_driver=False,
                      runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
         else:
             ray.init(address=config.ray or None, log_to_driver=False)
