@@ -154,7 +154,8 @@ class _Compositor:
             image_format.media_type = "IMAGE"
             target = node.inputs[item.name]
         else:
-            item = node.file_slots.new(suffix or IMAGE_ITEM)
+            node.file_slots.new(suffix or IMAGE_ITEM)   # returns the new input socket, not the slot
+            item = node.file_slots[-1]
             item.use_node_format = False
             node["triface_suffixes"] = [*node["triface_suffixes"], suffix or IMAGE_ITEM]
             image_format = item.format

@@ -251,8 +251,10 @@ class Worker:
 def exit_with_coordinator() -> None:
     """The coordinator holds our stdin open and never writes to it: when it dies (killed, its node lost), the
     pipe closes, and this worker and its engine (our process group) go too rather than race a rerun."""
-    def watch() -> None:
-        while sys.stdin.buffer.read(1 << 16):
+    descriptor = sys.stdin.fileno()
+
+    def watch() -> None:   # the raw descriptor: a read blocked here holds no lock the interpreter's exit needs
+        while os.read(descriptor, 1 << 16):
             pass
         os.killpg(os.getpgid(0), signal.SIGKILL)
     threading.Thread(target=watch, daemon=True, name="triface-batch-watchdog").start()

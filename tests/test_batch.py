@@ -26,7 +26,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from batch_dataset import parse_edits, settings, build_parser, shard_from_environment  # noqa: E402
+from batch_dataset import build_parser, parse_edits, settings, shard_from_environment  # noqa: E402
+from blender_runner import BLENDERS  # noqa: E402
 from inference.cameras import blender_to_cam2world, BlenderCamera, project_points, split_camera_label  # noqa: E402
 from inference.dataset import labels as dataset_labels  # noqa: E402
 from inference.dataset import manifest as manifests  # noqa: E402
@@ -310,3 +311,21 @@ def test_a_folder_of_photos_becomes_an_eg3d_dataset(tmp_path, extension_zip):
     changed = batch(out, "--images", str(photos), "--samples", "1", *SMALL, "--mirror", extension=extension_zip,
                     check=False)
     assert changed.returncode == 2 and "made with other settings (edits, neural differ)" in changed.stderr
+
+
+@pytest.mark.skipif("4.5" not in BLENDERS, reason="Blender 4.5 (.venv-blender45) is not set up")
+def test_blender_4_5_workers_write_the_same_layout(tmp_path, extension_zip):
+    """Blender 4.x keeps the compositor elsewhere and names File Output files its own way (addon/dataset.py)."""
+    out = tmp_path / "b45"
+    completed = subprocess.run([str(BLENDERS["4.5"]), str(ROOT / "scripts" / "batch_dataset.py"), "--out", str(out),
+                                "--extension", str(extension_zip), "--engine-python", sys.executable, "--samples",
+                                "1", *SMALL, "--views", "2", "--mirror"], capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    record = records(out)["sample-000000"]
+    assert "4.5" in record["versions"]["blender"]
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parent.name in
+                   ("base", "views") and p.suffix != ".glb" and p.suffix != ".npy")
+    assert names == [f"dataset/sample-000000/base/{v}{s}.png" for v in ("000", "001") for s in ("", "_mirror")] + \
+        [f"items/sample-000000/base/views/{v}_{k}" for v in ("000", "001")
+         for k in ("depth.exr", "mask.png", "normal.exr")]
+    assert dataset_labels.loader_problems(out / "dataset") == []

@@ -306,7 +306,8 @@ def run(config: BatchConfig, log: Callable[[str], None] = print) -> dict:
                 for key in memory:
                     if event.get(key) is not None:
                         memory[key].append(event[key])
-                progress.event("done", event["item"], seconds=event.get("seconds"))
+                progress.event("done", event["item"], seconds=event.get("seconds"), rss_mb=event.get("rss_mb"),
+                               engine_rss_mb=event.get("engine_rss_mb"))
             else:
                 entry["attempts"] = entry.get("attempts", 0) + 1
                 entry["reason"] = event["reason"]
