@@ -13,15 +13,17 @@ import numpy as np
 from ..fileio import atomic_write_text
 
 DATASET_JSON = "dataset.json"
-# What PIL opens by extension, and so what EG3D's loader takes as a training image (checked against PIL's own
-# table in the tests; listed here because Blender's Python, where the batch may run, has no PIL).
+# What PIL opens by extension, and so what EG3D's loader takes as a training image, with the HEIF/AVIF plug-in's
+# (pillow-heif registers them): a superset of PIL's own table, checked in the tests; listed here because Blender's
+# Python, where the batch may run, has no PIL.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                               ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".jpx", ".dds", ".pcx", ".sgi",
                               ".rgb", ".rgba", ".bw", ".icns", ".im", ".msp", ".xbm", ".blp", ".jfif", ".jpe",
                               ".apng", ".avif", ".dib", ".eps", ".ps", ".fit", ".fits", ".flc", ".fli", ".ftc",
                               ".ftu", ".gbr", ".h5", ".hdf", ".icb", ".iim", ".j2c", ".jpc", ".jpf", ".mpg",
                               ".mpeg", ".mpo", ".pcd", ".pxr", ".psd", ".qoi", ".ras", ".vda", ".vst", ".wmf",
-                              ".emf", ".xpm", ".grib", ".bufr", ".cur", ".dcx", ".pdf", ".avifs", ".palm", ".pfm"})
+                              ".emf", ".xpm", ".grib", ".bufr", ".cur", ".dcx", ".pdf", ".avifs", ".palm", ".pfm", ".heic", ".heics", ".heif",
+                              ".heifs", ".hif"})
 
 
 def label_key(path: str | Path) -> str:
