@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .latent import sample_z
-from .networks.triplane import TriPlaneGenerator
+from ..latent import sample_z
+from ..networks.triplane import TriPlaneGenerator
 
 
 @dataclass(frozen=True)
