@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import bpy
-from bpy.props import CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
 from . import props, runtime, scene
@@ -171,8 +171,8 @@ class _EngineImport(bpy.types.Operator):
 
 
 class TRIFACE_OT_import_face(_EngineImport, ImportHelper):
-    """Reconstruct a 3D head from each chosen photo: a textured mesh with shape keys, the photo's camera and an
-    orbit rig"""
+    """Reconstruct a 3D head from each chosen photo (or one head from all of them, with One person): a textured
+    mesh with shape keys, the photo's camera and an orbit rig"""
 
     bl_idname = "triface.import_face"
     bl_label = "Import Face from Photo"
@@ -183,20 +183,26 @@ class TRIFACE_OT_import_face(_EngineImport, ImportHelper):
     directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
     face_index: IntProperty(name="Face index", default=0, min=0,
                             description="Which face to import when a photo shows several (0 = the largest)")
+    one_person: BoolProperty(name="One person", default=False,
+                             description="The chosen photos show one person: build one head fitted to all of "
+                                         "them, with a camera per photo (the first photo's is the main camera)")
 
-    def sources(self) -> list[str]:
-        """Absolute paths: the engine runs in another working directory."""
+    def sources(self) -> list[str | tuple[str, ...]]:
+        """Absolute paths (the engine runs in another working directory); with One person, all of them as one
+        source."""
         if self.files and self.directory and any(f.name for f in self.files):
             chosen = [str(Path(self.directory) / f.name) for f in self.files if f.name]
         else:
             chosen = [self.filepath] if self.filepath else []
-        return [str(Path(bpy.path.abspath(p)).resolve()) for p in chosen]
+        paths = [str(Path(bpy.path.abspath(p)).resolve()) for p in chosen]
+        return [tuple(paths)] if self.one_person and len(paths) > 1 else paths
 
     def source_name(self, source) -> str:
-        return Path(source).name
+        return " + ".join(Path(p).name for p in source) if isinstance(source, tuple) else Path(source).name
 
     def request(self, source, job_dir: Path) -> tuple[str, dict]:
-        return "invert", runtime.invert_params(source, self.face_index, job_dir, self.topology, self.texture_size)
+        photos = list(source) if isinstance(source, tuple) else source
+        return "invert", runtime.invert_params(photos, self.face_index, job_dir, self.topology, self.texture_size)
 
 
 class TRIFACE_OT_add_random_face(_EngineImport):
@@ -400,6 +406,87 @@ class TRIFACE_OT_setup_engine(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class TRIFACE_OT_learn_direction(bpy.types.Operator):
+    """Learn a new slider for the engine's model from two folders of photos: with the attribute and without it
+    (the engine inverts each photo and fits a linear boundary in its latent space)"""
+
+    bl_idname = "triface.learn_direction"
+    bl_label = "Learn Slider from Photos"
+
+    positive: StringProperty(name="With", subtype="DIR_PATH", description="Folder of photos that show the attribute")
+    negative: StringProperty(name="Without", subtype="DIR_PATH",
+                             description="Folder of photos that do not show it (otherwise alike)")
+    slider_name: StringProperty(name="Name", default="", description="The slider's id: lower-case letters, digits "
+                                                                     "and _ (e.g. glasses)")
+    label: StringProperty(name="Label", default="", description="What the sidebar shows (default: from the name)")
+    orthogonal_to: StringProperty(name="Keep unchanged", default="",
+                                  description="Comma-separated sliders this one must not move (e.g. age,glasses)")
+    layers: StringProperty(name="Layers", default="all", description="w_plus layers it moves: all, 0-5, 0,1,2")
+
+    _job: Job | None = None
+    _timer = None
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        return context.window_manager.invoke_props_dialog(self, width=420)
+
+    def _params(self) -> dict:
+        return {"positive": str(Path(bpy.path.abspath(self.positive)).resolve()),
+                "negative": str(Path(bpy.path.abspath(self.negative)).resolve()), "name": self.slider_name.strip(),
+                "label": self.label.strip(), "layers": self.layers.strip() or "all",
+                "orthogonal_to": [n.strip() for n in self.orthogonal_to.split(",") if n.strip()]}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if not (self.positive and self.negative and self.slider_name.strip()):
+            self.report({"ERROR"}, "choose both folders and name the slider")
+            return {"CANCELLED"}
+        try:
+            client = runtime.engine()
+            self._job = client.submit("learn_direction", self._params())
+        except EngineError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if bpy.app.background:   # timers never fire without a UI
+            try:
+                return self._done(client.wait(self._job))
+            except EngineError as exc:
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
+        runtime.imports_running += 1
+        self._timer = context.window_manager.event_timer_add(0.2, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type == "ESC" or runtime.cancel_requested:
+            runtime.engine().cancel(self._job)
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        client = runtime.engine_if_running()
+        if client is not None:
+            client.check(self._job)
+        context.workspace.status_text_set(f"TriFace: learning {self.slider_name}: {self._job.message} (Esc cancels)")
+        if not self._job.finished:
+            return {"PASS_THROUGH"}
+        runtime.imports_running -= 1
+        context.window_manager.event_timer_remove(self._timer)
+        context.workspace.status_text_set(None)
+        if self._job.error is not None:
+            if self._job.error.kind != "Cancelled":
+                self.report({"ERROR"}, str(self._job.error))
+            return {"CANCELLED"}
+        return self._done(self._job.result)
+
+    def _done(self, result: dict) -> set[str]:
+        heads = runtime.add_learned_slider(result["model"], result["direction"])
+        left_out = f"; {len(result['failures'])} photo(s) left out" if result["failures"] else ""
+        self.report({"INFO"}, f"learned '{result['direction']['label']}': held-out accuracy "
+                              f"{result['held_out_accuracy']:.0%} from {result['positives']} + {result['negatives']} "
+                              f"photos{left_out}; {len(heads)} face(s) got the slider")
+        for failure in result["failures"]:
+            print(f"TriFace: left out {failure['photo']}: {failure['error']}", file=sys.stderr)
+        return {"FINISHED"}
+
+
 def menu_import(self, context: bpy.types.Context) -> None:
     self.layout.operator(TRIFACE_OT_import_face.bl_idname, text="Face from Photo")
 
@@ -408,5 +495,6 @@ def menu_add(self, context: bpy.types.Context) -> None:
     self.layout.operator(TRIFACE_OT_add_random_face.bl_idname, text="Random Face", icon="USER")
 
 
-CLASSES = (TRIFACE_OT_import_face, TRIFACE_OT_add_random_face, TRIFACE_OT_reset_edits, TRIFACE_OT_resynthesize, TRIFACE_OT_apply_as_new,
-           TRIFACE_OT_cancel, TRIFACE_OT_stop_engine, TRIFACE_OT_start_engine, TRIFACE_OT_setup_engine)
+CLASSES = (TRIFACE_OT_import_face, TRIFACE_OT_add_random_face, TRIFACE_OT_reset_edits, TRIFACE_OT_resynthesize,
+           TRIFACE_OT_apply_as_new, TRIFACE_OT_learn_direction, TRIFACE_OT_cancel, TRIFACE_OT_stop_engine,
+           TRIFACE_OT_start_engine, TRIFACE_OT_setup_engine)

@@ -43,7 +43,9 @@ class TRIFACE_PT_face(bpy.types.Panel):
         prefs = runtime.preferences()
         engine.label(text="Model: " + ("bundled default" if prefs.model_source == "DEFAULT"
                                        else bpy.path.basename(prefs.model_folder.rstrip("/\\"))))
-        engine.operator("triface.stop_engine", icon="CANCEL")
+        row = engine.row(align=True)
+        row.operator("triface.learn_direction", text="Learn Slider", icon="ADD")
+        row.operator("triface.stop_engine", icon="CANCEL")
 
 
 class TRIFACE_PT_expressions(bpy.types.Panel):

@@ -103,12 +103,18 @@ def discard_job_dir(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def invert_params(photo: str, face_index: int, job_dir: Path, topology: str = "TEMPLATE",
+def invert_params(photo: str | list[str], face_index: int, job_dir: Path, topology: str = "TEMPLATE",
                   texture_size: str = "2048") -> dict[str, Any]:
-    """An invert request's params; `topology` and `texture_size` are the import options' enum identifiers."""
+    """An invert request's params; `topology` and `texture_size` are the import options' enum identifiers.
+    `photo` may be several photos of one person (the main one first): one head fitted to all of them."""
     prefs = preferences()
-    return {"image": photo, "face_index": face_index, "job_dir": str(job_dir), "steps": prefs.steps.lower(),
-            "mesh_resolution": prefs.mesh_resolution, "topology": topology.lower(), "texture_size": int(texture_size)}
+    photos = [photo] if isinstance(photo, str) else list(photo)
+    params = {"image": photos[0], "face_index": face_index, "job_dir": str(job_dir), "steps": prefs.steps.lower(),
+              "mesh_resolution": prefs.mesh_resolution, "topology": topology.lower(),
+              "texture_size": int(texture_size)}
+    if len(photos) > 1:
+        params["images"] = photos
+    return params
 
 
 # -- edits: shape keys at once, or a debounced re-synthesis -------------------------------------------------
@@ -153,10 +159,28 @@ def synthesize_params(head: bpy.types.Object, job_dir: Path) -> dict[str, Any]:
                                settings.texture_size)
         params["sample"] = {"seed": params.pop("seed"), "truncation": params.pop("truncation")}
     else:
-        params = invert_params(bpy.path.abspath(settings.photo), settings.face_index, job_dir, settings.topology,
-                               settings.texture_size)
+        # A head fitted to several photos keeps them all: the engine may need to fit it again.
+        photos = [bpy.path.abspath(p) for p in head.get("triface_photos", [])] or bpy.path.abspath(settings.photo)
+        params = invert_params(photos, settings.face_index, job_dir, settings.topology, settings.texture_size)
     params.update(face_id=settings.face_id, edits={item.name: item.value for item in settings.edits})
     return params
+
+
+def add_learned_slider(model: str, edit: dict) -> list[str]:
+    """A direction just learned for `model`: give every face of that model its slider (at 0, shown through
+    re-synthesis) -> the names of the faces that got it."""
+    heads = []
+    for obj in bpy.data.objects:
+        settings = getattr(obj, "triface", None)
+        if obj.type != "MESH" or settings is None or not settings.face_id or settings.model != model:
+            continue
+        item = settings.edits.get(edit["name"]) or settings.edits.add()
+        item.suppress_update = True
+        item.name, item.label = edit["name"], edit["label"]
+        item.minimum, item.maximum, item.baked, item.value, item.shape_key = edit["min"], edit["max"], 0.0, 0.0, ""
+        item.suppress_update = False
+        heads.append(obj.name)
+    return heads
 
 
 def _show_result(head: bpy.types.Object, manifest: dict, job_dir: Path) -> None:

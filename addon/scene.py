@@ -200,6 +200,14 @@ def _photo(manifest: dict, name: str) -> bpy.types.Image:
     return _packed_image(Path(shown["file"]), name)
 
 
+def _show_photo(camera: bpy.types.Object, photo: bpy.types.Image) -> None:
+    """The photo as the camera's background, filling its frame (the camera was made to frame it)."""
+    camera.data.show_background_images = True
+    background = camera.data.background_images[0] if camera.data.background_images else \
+        camera.data.background_images.new()
+    background.image, background.alpha, background.frame_method = photo, 1.0, "FIT"
+
+
 def _fill_head(head: bpy.types.Object, manifest: dict, job_dir: Path) -> None:
     """The head's geometry, materials, texture and shape keys from one result: everything an edit changes."""
     stem = Path(manifest["photo"]).stem
@@ -227,11 +235,14 @@ def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path) -> bpy.typ
     _fill_head(head, manifest, job_dir)
 
     camera = camera_object(f"{stem} photo camera", manifest["input_camera"], collection)
-    photo = _photo(manifest, f"{stem} photo")
-    camera.data.show_background_images = True
-    background = camera.data.background_images[0] if camera.data.background_images else \
-        camera.data.background_images.new()
-    background.image, background.alpha, background.frame_method = photo, 1.0, "FIT"
+    _show_photo(camera, _photo(manifest, f"{stem} photo"))
+    # A face fitted to several photos of one person: each further photo gets its own camera, framing it the
+    # same way (the first photo's is the input camera above).
+    view_cameras = []
+    for number, view in enumerate(manifest.get("views", [])[1:], start=2):
+        view_camera = camera_object(f"{stem} photo camera {number}", view["input_camera"], collection)
+        _show_photo(view_camera, _photo(view, f"{stem} photo {number}"))
+        view_cameras.append(view_camera.name)
 
     rig = _object(f"{stem} orbit", None, collection)
     rig.empty_display_type, rig.empty_display_size = "SPHERE", 0.03
@@ -248,6 +259,9 @@ def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path) -> bpy.typ
     settings.photo = manifest["photo"]
     settings.model = manifest["model"]
     settings.input_camera = camera.name
+    # All the photos (for a re-synthesis after an engine restart) and the further photos' cameras.
+    head["triface_photos"] = [view["photo"] for view in manifest.get("views", [])]
+    head["triface_view_cameras"] = view_cameras
     # The model's 68 landmarks on the mesh (dlib order, Blender world): for rigging, and to check the alignment.
     # NaN marks a landmark whose ray misses the mesh (a jaw-line point on the silhouette, say).
     head["triface_landmarks"] = [c for point in manifest["landmarks"]["mesh"]

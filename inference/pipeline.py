@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from .invert import STEP_BUDGETS, Budget, ProgressFn, face_mask, fit_w_plus, tun
 from .mesh import Mesh, extract_mesh, sample_colors
 from .model_landmarks import LandmarkRegressor, LandmarkTarget, fit_to_landmarks
 from .networks.encoder import LatentEncoder
-from .networks.local_detail import LocalDetail, LocalDetailNet
+from .networks.local_detail import LocalDetail, LocalDetailNet, ViewsDetail
 from .networks.triplane import TriPlaneGenerator
 from .preprocess.align import (
     Alignment,
@@ -78,6 +78,28 @@ class FaceFit:
     seconds: dict[str, float] = field(default_factory=dict)
     detail: LocalDetail | None = None    # the photo's local detail (when the model has the branch)
     source: dict = field(default_factory=lambda: {"kind": "photo"})   # or a random head: kind, seed, truncation
+    # The person's other photos, when several were inverted together (the fields above are the first, main
+    # photo's, whose camera is the input camera): see inference.multiview.
+    views: list["ViewFit"] = field(default_factory=list)
+
+
+@dataclass
+class ViewFit:
+    """Another photo of a face inverted from several: where the face is in it, its camera, and its expression.
+    Frames as in FaceFit; this photo's latent is the face's w_plus + w_offset (its expression against the main
+    photo's), and `detail` is its own local detail (None without the branch)."""
+
+    photo: Path
+    photo_size: tuple[int, int]          # (W, H) as stored, after EXIF orientation
+    face_index: int
+    faces_found: int
+    landmarks_photo: np.ndarray          # (68, 2) in the decoded photo's pixels
+    alignment: Alignment
+    photo_scale: float
+    camera: np.ndarray                   # (25,) EG3D label of the crop's camera
+    w_offset: torch.Tensor               # (1, num_ws, w_dim)
+    detail: LocalDetail | None = None
+    identity_distance: float | None = None   # dlib face-descriptor distance to the main photo's face
 
 
 def face_id_for(photo: Path, face_index: int, model_id: str) -> str:
@@ -96,15 +118,78 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path | Photo, model_i
     when the model has a local-detail branch, lift the photo's detail onto the reconstruction. `photo_path` may
     be a photo already loaded with `load_photo`."""
     budget = steps if isinstance(steps, Budget) else Budget(int(steps), 0)
+    report = progress or (lambda fraction, message: None)
+    prepared = prepare_photo(generator, photo_path, face_index, encoder, landmark_regressor, report)
+    seconds = dict(prepared.seconds)
+    alignment, target, mask, camera = prepared.alignment, prepared.target, prepared.mask, prepared.camera
+    device = generator.w_avg.device
+    started = time.perf_counter()
+    fit = fit_w_plus(generator, target, mask, camera, steps=budget.fit_steps,
+                     spread=spread if spread is not None else torch.ones((), device=device),
+                     w_init=prepared.pivot, progress=lambda f, m: report(0.1 + 0.5 * f, m),
+                     landmarks=prepared.landmark_target(landmark_regressor))
+    seconds["fit"] = time.perf_counter() - started
+    started = time.perf_counter()
+    tuned, tune_losses = tune_generator(generator, fit.w_plus, target, mask, camera,
+                                        steps=budget.tune_steps, progress=lambda f, m: report(0.6 + 0.3 * f, m))
+    seconds["tune"] = time.perf_counter() - started
+    detail = None
+    if local_detail is not None:
+        started = time.perf_counter()
+        report(0.9, "adding the photo's detail")
+        detail = photo_detail(generator, local_detail, fit.w_plus, tuned, target, camera,
+                              detail_region(generator, mask))
+        seconds["detail"] = time.perf_counter() - started
+    photo = prepared.photo
+    return FaceFit(face_id=face_id_for(photo.path, face_index, model_id), photo=Path(photo.path),
+                   photo_size=photo.original_size, face_index=face_index, faces_found=prepared.faces_found,
+                   landmarks_photo=prepared.landmarks_photo, alignment=alignment, photo_scale=photo.scale,
+                   camera=camera[0].cpu().numpy(), w_plus=fit.w_plus, tuned=tuned, fit_losses=fit.losses, tune_losses=tune_losses,
+                   seconds=seconds, detail=detail)
+
+
+@dataclass
+class PreparedPhoto:
+    """One photo made ready for fitting: its face found, posed and cropped, and the latent to start from."""
+
+    photo: Photo
+    face_index: int
+    faces_found: int
+    landmarks_photo: np.ndarray          # (68, 2) in the decoded photo's pixels
+    alignment: Alignment                 # in the decoded photo's pixels
+    target: torch.Tensor                 # (1, 3, S, S) the aligned crop in [-1, 1]
+    mask: torch.Tensor                   # (1, 1, S, S) the face mask in the crop
+    camera: torch.Tensor                 # (1, 25) EG3D label of the crop's camera
+    pivot: torch.Tensor                  # (1, num_ws, w_dim): the encoder's (w_avg without one), landmark-fitted
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def landmark_target(self, regressor: LandmarkRegressor | None) -> LandmarkTarget | None:
+        """The photo's landmarks as a fitting term in this crop (None without a landmark regressor)."""
+        if regressor is None:
+            return None
+        size = self.alignment.crop_size
+        points = torch.tensor(self.alignment.landmarks_crop, dtype=torch.float32, device=self.target.device)[None]
+        return LandmarkTarget(regressor, points, size, self.alignment.yaw)
+
+    def with_alignment(self, alignment: Alignment) -> "PreparedPhoto":
+        """The same photo seen through another crop camera (a pose re-estimated against a fitted head)."""
+        target, mask, camera = crop_tensors(self.photo.pixels, alignment, self.target.device)
+        return replace(self, alignment=alignment, target=target, mask=mask, camera=camera)
+
+
+def prepare_photo(generator: TriPlaneGenerator, photo_path: Path | Photo, face_index: int = 0,
+                  encoder: LatentEncoder | None = None, landmark_regressor: LandmarkRegressor | None = None,
+                  report: ProgressFn | None = None) -> PreparedPhoto:
+    """Everything before refinement: decode, detect (errors name the photo's file), pose and crop against the
+    mean head, the encoder's pivot, and, with a landmark regressor, head and pose fitted to the landmarks."""
+    report = report or (lambda fraction, message: None)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    report = progress or (lambda fraction, message: None)
     report(0.0, "reading the photo")
     photo = photo_path if isinstance(photo_path, Photo) else load_photo(photo_path)
-    photo_path = photo.path
     report(0.05, "finding the face")
     faces = detect_faces(photo.pixels)
-    face = select_face(faces, face_index, Path(photo_path).name, photo.pixels.shape[1::-1])
+    face = select_face(faces, face_index, Path(photo.path).name, photo.pixels.shape[1::-1])
     height, width = photo.pixels.shape[:2]
     crop_size = generator.config.img_resolution
     device = generator.w_avg.device
@@ -124,33 +209,16 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path | Photo, model_i
         pivot, alignment = fit_head_and_pose(landmark_regressor, pivot, face.landmarks, alignment)
         target, mask, camera = crop_tensors(photo.pixels, alignment, device)
         seconds["landmarks"] = time.perf_counter() - started
-    started = time.perf_counter()
-    fit = fit_w_plus(generator, target, mask, camera, steps=budget.fit_steps,
-                     spread=spread if spread is not None else torch.ones((), device=device),
-                     w_init=pivot, progress=lambda f, m: report(0.1 + 0.5 * f, m),
-                     landmarks=None if landmark_regressor is None else LandmarkTarget(
-                         landmark_regressor, torch.tensor(alignment.landmarks_crop, dtype=torch.float32,
-                                                          device=device)[None], crop_size, alignment.yaw))
-    seconds["fit"] = time.perf_counter() - started
-    started = time.perf_counter()
-    tuned, tune_losses = tune_generator(generator, fit.w_plus, target, mask, camera,
-                                        steps=budget.tune_steps, progress=lambda f, m: report(0.6 + 0.3 * f, m))
-    seconds["tune"] = time.perf_counter() - started
-    detail = None
-    if local_detail is not None:
-        started = time.perf_counter()
-        report(0.9, "adding the photo's detail")
-        region = None
-        if generator.config.extras.get("hair", True) is False:
-            # A model without hair: the photo's hair, hat or collar must not be painted onto its scalp or neck.
-            region = feathered(mask, crop_size // 32).to(device)
-        detail = photo_detail(generator, local_detail, fit.w_plus, tuned, target, camera, region)
-        seconds["detail"] = time.perf_counter() - started
-    return FaceFit(face_id=face_id_for(photo_path, face_index, model_id), photo=Path(photo_path),
-                   photo_size=photo.original_size, face_index=face_index, faces_found=len(faces),
-                   landmarks_photo=face.landmarks, alignment=alignment, photo_scale=photo.scale,
-                   camera=camera[0].cpu().numpy(), w_plus=fit.w_plus, tuned=tuned, fit_losses=fit.losses, tune_losses=tune_losses,
-                   seconds=seconds, detail=detail)
+    return PreparedPhoto(photo=photo, face_index=face_index, faces_found=len(faces), landmarks_photo=face.landmarks,
+                         alignment=alignment, target=target, mask=mask, camera=camera, pivot=pivot, seconds=seconds)
+
+
+def detail_region(generator: TriPlaneGenerator, mask: torch.Tensor) -> torch.Tensor | None:
+    """Where the local detail may use the photo: everywhere (None), except for a model without hair, where the
+    photo's hair, hat or collar must not be painted onto its scalp or neck: the feathered face mask."""
+    if generator.config.extras.get("hair", True) is False:
+        return feathered(mask, generator.config.img_resolution // 32).to(generator.w_avg.device)
+    return None
 
 
 def crop_tensors(pixels: np.ndarray, alignment: Alignment,
@@ -211,7 +279,7 @@ def feathered(mask: torch.Tensor, radius: int) -> torch.Tensor:
 def face_mesh(generator: TriPlaneGenerator, w_plus: torch.Tensor, resolution: int,
               tuned: dict[str, torch.Tensor] | None = None, detail: LocalDetail | None = None) -> Mesh:
     """The face's mesh (EG3D world) from w_plus, through the face's tuned weights when it has them, coloured
-    with the photo's local detail when given (edited faces keep it only where their surface stays put)."""
+    with the photo's local detail when given (for an edited face, re-aligned to its edit: `editing.detail`)."""
     cfg = generator.config
     with use_weights(generator, tuned):
         planes = generator.synthesize_planes(w_plus)
@@ -233,7 +301,19 @@ class AssetRequest:
                                f"{', '.join(map(str, TEXTURE_SIZES))} (or none for vertex colours)")
 
 
-def photo_view(fit: FaceFit, photo: Photo | None, generator: TriPlaneGenerator) -> PhotoView | None:
+def photo_views(fit: FaceFit, photo: Photo | None,
+                generator: TriPlaneGenerator) -> PhotoView | list[PhotoView] | None:
+    """What the bake sees of a face: its photo (see `photo_view`), and for a face inverted from several photos
+    all of them, the main one first (the others read again from their files; one that is gone is left out)."""
+    view = photo_view(fit, photo, generator)
+    if view is None or not fit.views:
+        return view
+    others = [photo_view(other, load_photo(other.photo), generator)
+              for other in fit.views if Path(other.photo).is_file()]
+    return [view, *others]
+
+
+def photo_view(fit: FaceFit | ViewFit, photo: Photo | None, generator: TriPlaneGenerator) -> PhotoView | None:
     """The photo as the bake sees it: its decoded pixels and the camera that frames them (None without a photo).
     For a model without hair only the face region of the photo is used (its hair would land on the scalp)."""
     if photo is None:
@@ -267,18 +347,22 @@ def mesh_landmarks(fit: FaceFit, mesh: Mesh) -> np.ndarray:
 @torch.no_grad()
 def head_asset(generator: TriPlaneGenerator, fit: FaceFit, w_plus: torch.Tensor, mesh: Mesh,
                landmarks: np.ndarray, request: AssetRequest, photo: Photo | None, edits: list[dict],
-               progress: ProgressFn | None = None) -> tuple[HeadAsset, list[str]]:
+               progress: ProgressFn | None = None, detail: LocalDetail | ViewsDetail | None = None,
+               views: list[PhotoView] | None = None) -> tuple[HeadAsset, list[str]]:
     """The head the result carries, and warnings for the user: the registered template with its texture and
-    shape keys, or the raw mesh (also when the template cannot be fitted: too few landmarks on the surface)."""
+    shape keys, or the raw mesh (also when the template cannot be fitted: too few landmarks on the surface).
+    An edited face passes its photos re-aligned to the edit (`inference.editing.detail.follow_edit`): its local
+    `detail` and the bake's `views`; otherwise the fit's own detail and photos are used."""
     report = progress or (lambda fraction, message: None)
     cfg = generator.config
-    view = photo_view(fit, photo, generator)
+    view = photo_views(fit, photo, generator) if not views else views[0] if len(views) == 1 else views
+    detail = fit.detail if detail is None else detail
     warnings = []
     with use_weights(generator, fit.tuned):
         planes = generator.synthesize_planes(w_plus)
 
         def field_colours(points: np.ndarray) -> np.ndarray:
-            return sample_colors(generator, planes, np.asarray(points, np.float32), detail=fit.detail)
+            return sample_colors(generator, planes, np.asarray(points, np.float32), detail=detail)
 
         if request.topology == "template":
             report(0.94, "fitting the template head")
@@ -331,13 +415,13 @@ def _blender_camera_dict(camera: BlenderCamera) -> dict:
             "shift_y": camera.shift_y, "resolution": list(camera.resolution)}
 
 
-def camera_photo(photo: Photo, job_dir: Path) -> Path:
+def camera_photo(photo: Photo, job_dir: Path, name: str = "photo.png") -> Path:
     """The image file that shows exactly the pixels the face was fitted to: the photo's own file when any
-    viewer shows it so (an upright 8-bit JPEG or PNG, not reduced), else those pixels written as photo.png
+    viewer shows it so (an upright 8-bit JPEG or PNG, not reduced), else those pixels written as `name`
     into `job_dir` (EXIF-rotated, reduced, HEIC/AVIF, CMYK, 16-bit, transparent photos)."""
     if photo.as_stored:
         return photo.path
-    path = Path(job_dir) / "photo.png"
+    path = Path(job_dir) / name
     save_pixels(path, photo.pixels)
     return path
 
@@ -415,3 +499,25 @@ def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit,
                 "tune_loss_last": fit.tune_losses[-1] if fit.tune_losses else None},
         "seconds": {k: round(v, 3) for k, v in {**fit.seconds, **asset.seconds}.items()},
     }
+
+
+def views_manifest(generator: TriPlaneGenerator, fit: FaceFit, photo_images: list[Path | None]) -> list[dict]:
+    """A face inverted from several photos: one entry per photo, the main one first (plain JSON data, Blender
+    frame): the photo, the image its camera shows (`photo_images`, one per photo, see `camera_photo`), that
+    camera (as `input_camera` in `write_face_result`) and the photo's landmarks."""
+    mpu = generator.config.metres_per_unit
+    entries = []
+    for view, image in zip([fit, *fit.views], photo_images):
+        width, height = view.alignment.photo_size
+        cam2world, intrinsics = photo_camera(view.alignment)
+        camera = cam2world_to_blender(cam2world, intrinsics, mpu, resolution=(width, height))
+        entries.append({"photo": str(view.photo), "photo_size": list(view.photo_size),
+                        "photo_image": None if image is None else {"file": str(image), "size": [width, height],
+                                                                   "copy": Path(image) != Path(view.photo),
+                                                                   "scale": view.photo_scale},
+                        "face_index": view.face_index, "faces_found": view.faces_found,
+                        "input_camera": _blender_camera_dict(camera),
+                        "landmarks_photo_px": view.landmarks_photo.tolist(),
+                        "pose_residual_px": float(view.alignment.residual_px),
+                        "yaw_deg": float(np.degrees(view.alignment.yaw))})
+    return entries

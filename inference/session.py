@@ -8,20 +8,28 @@ Ops and params:
   load_model  {model: "default" | folder, device: "auto" | "cpu" | "cuda" | "mps"}
   invert      {image, job_dir, face_index=0, steps="fast" | int, mesh_resolution=192,
                topology="template" | "raw", texture_size=2048 | 1024 | 4096 | None}
-              -> the face result manifest (see `pipeline.write_face_result`); the face stays cached
+              -> the face result manifest (see `pipeline.write_face_result`); the face stays cached.
+              With images: [paths] instead of image (photos of one person, the main one first): one face
+              fitted to all (see `inference.multiview`); the manifest adds "views", one camera per photo
   sample      {seed, truncation=0.7, job_dir, mesh_resolution, topology, texture_size}
               -> a random head's result manifest, like a photo's (its "photo" is the model's frontal image)
-  synthesize  {face_id, job_dir, edits: {name: value}, mesh_resolution=192, topology, texture_size, and
+  synthesize  {face_id, job_dir, edits: {name: value}, mesh_resolution=192, topology, texture_size,
+              detail_alignment=true (the photo's detail follows the edit, see `editing.detail`), and
               optionally the invert params or sample {seed, truncation} (used when the engine no longer holds
               the face)} -> a new manifest
   latent      {face_id, edits}           -> w_plus (num_ws x w_dim) with the edits applied, its camera label
   render_views {face_id, edits, cameras: [[25 floats]], size, job_dir}
               -> the model's own images from those EG3D cameras, as neural_000.png ... in job_dir
+  learn_direction {positive: folder, negative: folder, name, label, orthogonal_to=[names], layers="all",
+              steps="preview", min=-1, max=1, write=true}
+              -> a direction learned from two folders of photos (see `inference.editing.learn`), written into
+                 the model folder's directions file (unless write is false); the engine offers it at once
   release     {face_id | None}           -> forget one face (or all) and free the device's cached memory
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import platform
 import shutil
@@ -39,17 +47,22 @@ from .asset.build import warm_caches
 from .dataset.neural import neural_views
 from .dataset.sample import sampled_face
 from .editing import EditDirections, edit_directions
+from .editing.detail import follow_edit
+from .editing.directions import DirectionsFileError, file_directions, save_directions
+from .editing.learn import fit_boundary, layer_mean, learned_direction, parse_layers
 from .errors import TriFaceError, UnknownFaceError
 from .invert import STEP_BUDGETS, Budget, ProgressFn, w_spread
 from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model, select_device
 from .model_landmarks import load_landmark_regressor
 from .export import write_png
+from .multiview import identity_warnings, invert_photos
 from .pipeline import (AssetRequest, FaceFit, camera_photo, face_mesh, head_asset, invert_photo,
-                       mesh_landmarks, write_face_result)
+                       mesh_landmarks, views_manifest, write_face_result)
 from .preprocess.decode import Photo, load_photo
 from .wire import PROTOCOL_VERSION
 
 MAX_CACHED_FACES = 16   # w_plus and camera only (a few kB each); bounded so a long session cannot grow forever
+MAX_CACHED_LATENTS = 4096   # learning's inversions (w_plus only, at most ~30 kB each), by photo and budget
 
 
 class Session:
@@ -58,12 +71,14 @@ class Session:
         self.requested_device = device
         self.generator = None
         self.model_folder: Path | None = None
-        self.directions = EditDirections((), {})
+        self.directions = EditDirections()
+        self.directions_problem: str | None = None   # why the folder's directions file is not used, if it is not
         self.spread: torch.Tensor | None = None
         self.encoder = None
         self.landmark_regressor = None
         self.local_detail = None
         self.faces: OrderedDict[str, FaceFit] = OrderedDict()
+        self.latents: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()   # learning's inversions
         self._scratch: Path | None = None   # the engine's own files (random heads' images); gone at exit
 
     # -- ops ---------------------------------------------------------------------------------------------
@@ -79,7 +94,7 @@ class Session:
         if self.generator is not None:
             info["model"] = {"name": self.generator.config.name, "folder": str(self.model_folder),
                              "encoder": self.encoder is not None, "local_detail": self.local_detail is not None,
-                             "edits": self.directions.describe()}
+                             "edits": self.directions.describe(), "directions_problem": self.directions_problem}
         return info
 
     def load_model(self, params: dict[str, Any], progress: ProgressFn) -> dict:
@@ -90,10 +105,18 @@ class Session:
         return self.hello({}, progress)
 
     def invert(self, params: dict[str, Any], progress: ProgressFn) -> dict:
-        photo = load_photo(Path(_required(params, "image")))
-        fit = self._fit(params, lambda f, m: progress(0.9 * f, m), photo)
-        photo_image = camera_photo(photo, Path(_required(params, "job_dir")))
-        return self._result(fit, params, {}, progress, photo_image, photo)
+        photos = [load_photo(path) for path in _photo_paths(params)]
+        fit = self._fit(params, lambda f, m: progress(0.9 * f, m), photos[0] if len(photos) == 1 else photos)
+        job_dir = Path(_required(params, "job_dir"))
+        images = [camera_photo(photo, job_dir, "photo.png" if i == 0 else f"photo_{i}.png")
+                  for i, photo in enumerate(photos)]
+        manifest = self._result(fit, params, {}, progress, images[0], photos[0])
+        if len(photos) > 1:
+            # One camera per photo (the main one is also `input_camera`), and a word where they look like
+            # different people.
+            manifest["views"] = views_manifest(self.generator, fit, images)
+            manifest["warnings"] += identity_warnings(fit)
+        return manifest
 
     def sample(self, params: dict[str, Any], progress: ProgressFn) -> dict:
         fit, photo = self._sample(params, progress)
@@ -119,12 +142,72 @@ class Session:
         labels = np.asarray(_required(params, "cameras"), dtype=np.float32).reshape(-1, 25)
         size = int(params.get("size", self.generator.config.img_resolution))
         job_dir = Path(_required(params, "job_dir"))
+        w_plus = self._edited(fit, params)
+        if params.get("detail_alignment", True) and fit.detail is not None and not torch.equal(w_plus, fit.w_plus):
+            # The model's images of an edited face carry the photo's detail moved with the edit, as its mesh does.
+            fit = dataclasses.replace(fit, detail=follow_edit(self.generator, fit, w_plus, None,
+                                                              self.landmark_regressor).detail)
         files = []
-        for index, pixels in enumerate(neural_views(self.generator, fit, self._edited(fit, params), labels, size)):
+        for index, pixels in enumerate(neural_views(self.generator, fit, w_plus, labels, size)):
             progress(index / len(labels), "rendering the model's views")
             files.append(f"neural_{index:03d}.png")
             write_png(job_dir / files[-1], pixels)
         return {"files": files, "size": size}
+
+    def learn_direction(self, params: dict[str, Any], progress: ProgressFn) -> dict:
+        generator = self._ensure_model(progress)
+        name = str(_required(params, "name"))
+        layers = parse_layers(params.get("layers"), generator.num_ws)
+        others = [str(n) for n in params.get("orthogonal_to") or []]
+        unknown = [n for n in others if n not in self.directions]
+        if unknown:
+            raise TriFaceError(f"cannot make {name!r} orthogonal to {', '.join(map(repr, unknown))}: this model "
+                               f"offers {', '.join(self.directions.names) or 'no directions'}")
+        steps = params.get("steps", "preview")
+        groups, failures = {}, []
+        photos = {side: _photos_in(Path(_required(params, side)), side) for side in ("positive", "negative")}
+        total, done = sum(map(len, photos.values())), 0
+        for side, paths in photos.items():
+            latents = []
+            for path in paths:
+                progress(0.95 * done / total, f"inverting {side} photo {path.name}")
+                done += 1
+                try:
+                    latents.append(self._latent_of(path, steps))
+                except TriFaceError as exc:   # a photo without a usable face is left out, with its reason
+                    failures.append({"photo": str(path), "error": str(exc)})
+            groups[side] = layer_mean(np.stack(latents), layers) if latents else np.zeros((0, generator.config.w_dim))
+        # The others as w directions: their offsets averaged over the same layers.
+        other_vectors = [layer_mean(self.directions[n].offset.cpu().numpy(), layers) for n in others]
+        boundary = fit_boundary(groups["positive"], groups["negative"], orthogonal_to=other_vectors)
+        direction = learned_direction(
+            name, str(params.get("label") or name.replace("_", " ").capitalize()), boundary, layers,
+            generator.num_ws, {"positive": str(params["positive"]), "negative": str(params["negative"]),
+                               "orthogonal_to": others, "steps": str(steps), "failed_photos": len(failures)},
+            float(params.get("min", -1.0)), float(params.get("max", 1.0)))
+        written = None
+        if params.get("write", True):
+            stored = file_directions(self.model_folder, generator).merged(EditDirections((direction,)))
+            written = str(save_directions(self.model_folder, generator, stored))
+        self.directions = self.directions.merged(EditDirections((direction,)))
+        progress(1.0, f"learned {name}")
+        return {"direction": direction.describe(), "held_out_accuracy": boundary.held_out_accuracy,
+                "positives": boundary.positives, "negatives": boundary.negatives, "folds": boundary.folds,
+                "failures": failures, "file": written, "model": generator.config.name,
+                "edits": self.directions.describe()}
+
+    def _latent_of(self, photo: Path, steps: Any) -> np.ndarray:
+        """A photo's inverted w_plus (num_ws, w_dim) at a budget, kept for the next direction learned."""
+        import hashlib
+
+        key = (hashlib.sha256(photo.read_bytes()).hexdigest(), str(steps))
+        if key not in self.latents:
+            fit = self._fit({"image": str(photo), "steps": steps}, lambda f, m: None, remember=False)
+            self.latents[key] = fit.w_plus[0].cpu().numpy()
+            while len(self.latents) > MAX_CACHED_LATENTS:
+                self.latents.popitem(last=False)
+        self.latents.move_to_end(key)
+        return self.latents[key]
 
     def _edited(self, fit: FaceFit, params: dict[str, Any]) -> torch.Tensor:
         edits = {str(k): float(v) for k, v in dict(params.get("edits", {})).items()}
@@ -137,7 +220,7 @@ class Session:
         fit = self.faces.get(face_id)
         if fit is None and params.get("sample"):
             fit, _photo = self._sample({**params, **params["sample"]}, lambda f, m: progress(0.8 * f, m))
-        elif fit is None and params.get("image"):
+        elif fit is None and (params.get("image") or params.get("images")):
             # The engine restarted since this face was imported: the request carries what re-inverting needs.
             fit = self._fit(params, lambda f, m: progress(0.8 * f, m))
         if fit is None:
@@ -150,6 +233,7 @@ class Session:
         face_id = params.get("face_id")
         if face_id is None:
             self.faces.clear()
+            self.latents.clear()   # learning's cached inversions go too
         else:
             self.faces.pop(face_id, None)
         gc.collect()
@@ -159,13 +243,23 @@ class Session:
 
     # -- helpers -----------------------------------------------------------------------------------------
 
-    def _fit(self, params: dict[str, Any], progress: ProgressFn, photo: Photo | None = None) -> FaceFit:
+    def _fit(self, params: dict[str, Any], progress: ProgressFn, photo: Photo | list[Photo] | None = None,
+             remember: bool = True) -> FaceFit:
+        """The face of the request's photo ("image"), or the one face of several photos of a person ("images",
+        see `inference.multiview`); `photo`: those photos already decoded."""
         generator = self._ensure_model(progress)
-        fit = invert_photo(generator, photo or Path(_required(params, "image")), self._model_id(),
-                           face_index=int(params.get("face_index", 0)), steps=_steps(params.get("steps", "fast")),
-                           spread=self.spread, progress=progress, encoder=self.encoder,
-                           landmark_regressor=self.landmark_regressor, local_detail=self.local_detail)
-        self._remember(fit)
+        if isinstance(photo, list) or (photo is None and params.get("images")):
+            fit = invert_photos(generator, photo or _photo_paths(params), self._model_id(),
+                                face_index=int(params.get("face_index", 0)), steps=_steps(params.get("steps", "fast")),
+                                spread=self.spread, progress=progress, encoder=self.encoder,
+                                landmark_regressor=self.landmark_regressor, local_detail=self.local_detail)
+        else:
+            fit = invert_photo(generator, photo or Path(_required(params, "image")), self._model_id(),
+                               face_index=int(params.get("face_index", 0)), steps=_steps(params.get("steps", "fast")),
+                               spread=self.spread, progress=progress, encoder=self.encoder,
+                               landmark_regressor=self.landmark_regressor, local_detail=self.local_detail)
+        if remember:
+            self._remember(fit)
         return fit
 
     def _sample(self, params: dict[str, Any], progress: ProgressFn) -> tuple[FaceFit, Photo]:
@@ -192,13 +286,18 @@ class Session:
             progress(0.0, f"loading the model from {folder}")
             generator = load_model(folder, select_device(self.requested_device))
             generator.requires_grad_(False)
-            self.directions = edit_directions(generator)
+            try:
+                self.directions, self.directions_problem = edit_directions(generator, folder), None
+            except DirectionsFileError as exc:
+                # A broken directions file costs its sliders, not the model: every result carries the reason.
+                self.directions, self.directions_problem = edit_directions(generator), str(exc)
             self.spread = w_spread(generator)
             self.encoder = load_encoder(folder, generator)
             self.landmark_regressor = load_landmark_regressor(folder, generator)
             self.local_detail = load_local_detail(folder, generator)
             self.generator, self.model_folder = generator, folder
             self.faces.clear()
+            self.latents.clear()   # inversions belong to the model that made them
             # The template head and its texel maps are the same for every face: ready them while the user picks
             # a photo, not on the first import. Not a daemon: an exit waits the few seconds for it rather than
             # stopping it inside torch, which aborts the process.
@@ -220,13 +319,23 @@ class Session:
         generator = self.generator
         request = _asset_request(params)
         w_plus = self._edited(fit, {"edits": edits})
-        progress(0.92, "extracting the mesh")
-        mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)), fit.tuned, fit.detail)
         if photo is None and request.texture_size and Path(fit.photo).is_file():
             photo = load_photo(fit.photo)   # a re-synthesis bakes from the photo again
+        detail, views = fit.detail, None
+        if params.get("detail_alignment", True) and not torch.equal(w_plus, fit.w_plus):
+            # The edit moves the surface: the photo's detail follows it rather than staying where it was seen.
+            progress(0.9, "aligning the photo's detail to the edit")
+            edited = follow_edit(generator, fit, w_plus, photo if request.texture_size else None,
+                                 self.landmark_regressor)
+            detail, views = edited.detail, edited.views
+        progress(0.92, "extracting the mesh")
+        mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)), fit.tuned, detail)
         landmarks = mesh_landmarks(fit, mesh)
         edit_list = self.directions.describe()
-        asset, warnings = head_asset(generator, fit, w_plus, mesh, landmarks, request, photo, edit_list, progress)
+        asset, warnings = head_asset(generator, fit, w_plus, mesh, landmarks, request, photo, edit_list, progress,
+                                     detail=detail, views=views)
+        if self.directions_problem:
+            warnings.append(f"this model's learned sliders are missing: {self.directions_problem}")
         progress(0.98, "writing the result")
         return write_face_result(Path(_required(params, "job_dir")), generator, fit, asset, landmarks, edit_list,
                                  edits, photo_image, warnings)
@@ -242,6 +351,28 @@ def _required(params: dict[str, Any], name: str) -> Any:
     if params.get(name) in (None, ""):
         raise TriFaceError(f"the request lacks '{name}'")
     return params[name]
+
+
+def _photos_in(folder: Path, side: str) -> list[Path]:
+    """The photos of a learning folder (at any depth), sorted; a clear error for a missing or empty folder."""
+    from .dataset.labels import image_files
+
+    if not folder.is_dir():
+        raise TriFaceError(f"the {side} folder {folder} does not exist")
+    paths = [folder / name for name in image_files(folder)]
+    if not paths:
+        raise TriFaceError(f"the {side} folder {folder} holds no photos")
+    return paths
+
+
+def _photo_paths(params: dict[str, Any]) -> list[Path]:
+    """The request's photos: "images" (several photos of one person, the main one first) or "image"."""
+    images = params.get("images")
+    if images:
+        if isinstance(images, str) or not all(isinstance(p, str) and p for p in images):
+            raise TriFaceError("'images' must be a list of photo paths")
+        return [Path(p) for p in images]
+    return [Path(_required(params, "image"))]
 
 
 def _steps(value: Any) -> Budget:

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 PROTOCOL_VERSION = 1
-OPS = ("hello", "load_model", "invert", "sample", "synthesize", "latent", "render_views", "release", "cancel",
-       "shutdown")
+OPS = ("hello", "load_model", "invert", "sample", "synthesize", "latent", "render_views", "learn_direction",
+       "release", "cancel", "shutdown")
 EVENTS = ("progress", "result", "error")
 
 # Arrays of a face mesh in `mesh.npz`, all in Blender's world frame (Z up, metres). Polygons are listed as

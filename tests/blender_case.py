@@ -363,6 +363,72 @@ def case_setup_engine(workdir: str, photo: str) -> dict:
     return facts
 
 
+def case_one_person(workdir: str, *photos: str) -> dict:
+    """Several photos of one person imported together (One person): one head, a camera per photo with that photo
+    as its background; then an edit re-synthesised after an engine restart (the head must carry all its photos)."""
+    folder = Path(photos[0]).parent
+    try:
+        outcome = {"outcome": sorted(bpy.ops.triface.import_face(
+            directory=str(folder), files=[{"name": Path(p).name} for p in photos], one_person=True,
+            texture_size="1024")), "error": None}
+    except RuntimeError as exc:
+        outcome = {"outcome": ["CANCELLED"], "error": str(exc)}
+    facts: dict = {"import": outcome, "counts": scene_counts(), "heads": len(heads())}
+    if not heads():
+        return facts
+    head = heads()[0]
+    names = [head.triface.input_camera, *head.get("triface_view_cameras", [])]
+    cameras = [bpy.data.objects[name] for name in names]
+    facts.update(photos=list(head.get("triface_photos", [])), face_id=head.triface.face_id,
+                 cameras=[{"name": c.name, "location": list(c.matrix_world.translation),
+                           "background": [b.image.filepath for b in c.data.background_images if b.image],
+                           "packed": all(b.image.packed_file is not None for b in c.data.background_images)}
+                          for c in cameras],
+                 scene_cameras=sorted(o.name for o in bpy.data.objects if o.type == "CAMERA"
+                                      and " orbit " not in o.name),
+                 head=describe_head(head))
+    runtime = sys.modules[f"{ADDON}.runtime"]
+    runtime.stop_engine()   # a re-synthesis must re-fit the face from all its photos
+    head.triface.edits["smile"].value = 0.5
+    bpy.context.view_layer.objects.active = head
+    facts["resynthesize"] = {"outcome": sorted(bpy.ops.triface.resynthesize()), "status": head.triface.status,
+                             "face_id": head.triface.face_id}
+    runtime.shutdown()
+    return facts
+
+
+def case_learned_sliders(workdir: str, model_folder: str, photo: str, positive: str, negative: str) -> dict:
+    """A model without exact sliders (as a converted EG3D checkpoint is) whose folder has a directions file: its
+    sliders on import, one moved (re-synthesis), then a new slider learned from two folders of photos."""
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.model_source, prefs.model_folder = "FOLDER", model_folder
+    facts: dict = {"import": import_photo(photo)}
+    if not heads():
+        return facts
+    head = heads()[0]
+    facts["edits"] = [[item.name, item.label, item.minimum, item.maximum, item.shape_key] for item in head.triface.edits]
+    before = describe_head(head)["color_attribute"]["mean"]
+    head.triface.edits[0].value = 1.0    # no shape key: a (synchronous, in background mode) re-synthesis
+    facts["edited"] = {"status": head.triface.status, "colour_before": before,
+                       "colour_after": describe_head(head)["color_attribute"]["mean"]}
+    try:
+        outcome = sorted(bpy.ops.triface.learn_direction(positive=positive, negative=negative, slider_name="skin",
+                                                         label="Skin (learned)"))
+        error = None
+    except RuntimeError as exc:
+        outcome, error = ["CANCELLED"], str(exc)
+    facts["learn"] = {"outcome": outcome, "error": error,
+                      "edits": [item.name for item in head.triface.edits],
+                      "file": json.loads((Path(model_folder) / "directions.json").read_text())}
+    try:
+        bpy.ops.triface.learn_direction(positive=positive, negative=str(Path(workdir) / "missing"), slider_name="x")
+        facts["learn_missing_folder"] = None
+    except RuntimeError as exc:
+        facts["learn_missing_folder"] = str(exc)
+    sys.modules[f"{ADDON}.runtime"].shutdown()
+    return facts
+
+
 def main() -> int:
     case, zip_path, workdir, *rest = sys.argv[1:]
     install(zip_path)
@@ -378,6 +444,10 @@ def main() -> int:
         facts = case_faults(workdir, *rest)
     elif case == "corpus":
         facts = case_corpus(workdir, *rest)
+    elif case == "learned_sliders":
+        facts = case_learned_sliders(workdir, *rest)
+    elif case == "one_person":
+        facts = case_one_person(workdir, *rest)
     else:
         raise SystemExit(f"unknown case {case}")
     print("FACTS " + json.dumps(facts), flush=True)

@@ -7,7 +7,6 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from inference.cameras import intrinsics_matrix, orbit_cam2world, project_points
 from inference.synthetic.dlib_landmarks import (LandmarkDefinition, average_landmarks, definition_from_bins,

@@ -53,15 +53,15 @@ def generator():
     return load_model(DEFAULT_MODEL_DIR).requires_grad_(False)
 
 
-def test_default_model_declares_the_four_expression_edits_as_w_offsets(generator):
+def test_default_model_declares_its_expression_edits_as_exact_w_offsets(generator):
     directions = edit_directions(generator)
-    assert [spec.name for spec in directions.specs] == ["smile", "jaw_open", "blink", "brow_raise"]
+    assert [d.name for d in directions.items if d.kind == "expression"] == ["smile", "jaw_open", "blink", "brow_raise"]
     w = generator.w_avg[None, None].expand(1, generator.num_ws, -1)
-    for spec in directions.specs:
-        assert directions.directions[spec.name].shape == (generator.num_ws, generator.config.w_dim)
-        assert directions.directions[spec.name].norm() > 0
+    for direction in directions.items:
+        assert direction.offset.shape == (generator.num_ws, generator.config.w_dim)
+        assert direction.offset.norm() > 0
     edited = directions.apply(w, {"jaw_open": 5.0})   # beyond the slider's range: clamped to its maximum
-    assert torch.allclose(edited, w + directions.directions["jaw_open"])
+    assert torch.allclose(edited, w + directions["jaw_open"].offset)
     with pytest.raises(ValueError, match="no edit 'age'"):
         directions.apply(w, {"age": 1.0})
 

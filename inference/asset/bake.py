@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -309,8 +309,26 @@ def colour_match(model: np.ndarray, photo: np.ndarray, weight: np.ndarray) -> np
     return np.clip(matched, 0.0, 1.0)
 
 
+def _combine(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+             count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Photo samples of texels from several views, each (index (n,) into `count` texels, weight (n,) in (0, 1],
+    linear colour (n, 3)) -> one sample per texel any view has: the weight of the view that sees it best (a
+    second, worse view adds no trust) and the colour averaged over the views by weight. One view passes as is."""
+    if len(samples) == 1:
+        return samples[0]
+    total = np.zeros(count, np.float32)
+    best = np.zeros(count, np.float32)
+    weighted = np.zeros((count, 3), np.float32)
+    for index, weight, colour in samples:
+        total[index] += weight
+        best[index] = np.maximum(best[index], weight)
+        weighted[index] += weight[:, None] * colour
+    index = np.flatnonzero(total > 0)
+    return index, best[index], weighted[index] / total[index, None]
+
+
 def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray, triangles: np.ndarray,
-                 normals: np.ndarray, view: PhotoView, field_colours: FieldColours,
+                 normals: np.ndarray, view: PhotoView | Sequence[PhotoView], field_colours: FieldColours,
                  mirror: np.ndarray | None = None, mirror_triangles: np.ndarray | None = None,
                  options: BakeOptions = BakeOptions(), triangle_parts: np.ndarray | None = None,
                  part_colours: dict[int, tuple[float, float, float]] | None = None) -> Bake:
@@ -318,7 +336,10 @@ def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray
     whose triangle t has UV corners uv_triangles[t] into `uvs`. `mirror` (V,) maps each vertex to its mirror
     image; it is used for the triangles flagged by `mirror_triangles` (T,) bool (the symmetric skin).
     `triangle_parts` (T,) int names the separate piece each triangle belongs to (see `_Visibility`);
-    `part_colours` gives pieces a fixed sRGB colour instead of the field's, where the photo does not see them."""
+    `part_colours` gives pieces a fixed sRGB colour instead of the field's, where the photo does not see them.
+    `view` may be several photos of the same face (see `_combine`): each texel takes the photos that see it,
+    weighted by how well each does; the mirror fills in only what none of them sees."""
+    views = [view] if isinstance(view, PhotoView) else list(view)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     size = options.size
@@ -326,36 +347,42 @@ def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray
     seconds["texel_map"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    visibility = _Visibility(view, vertices, triangles, options, triangle_parts)
+    visibilities = [_Visibility(v, vertices, triangles, options, triangle_parts) for v in views]
     texel_parts = None if triangle_parts is None else np.asarray(triangle_parts)[texels.triangle]
-    # Only texels on triangles that face the camera can be seen: the rest (most of the head) skip the tests.
-    facing = visibility.facing_triangles(vertices, normals, triangles)
+    # Linear light: sampling and blending average light, which sRGB-encoded values do not.
+    linear_photos = [_SRGB8_TO_LINEAR[v.pixels] for v in views]
+    seen = []
+    for visibility, linear_photo in zip(visibilities, linear_photos):
+        # Only texels on triangles that face the camera can be seen: the rest (most of the head) skip the tests.
+        facing = visibility.facing_triangles(vertices, normals, triangles)
+        index = np.flatnonzero(facing[texels.triangle])
+        corners = triangles[texels.triangle[index]]
+        seen_weight, u, v = _photo_weight(visibility, texels.bary[index], corners, vertices, normals,
+                                          None if texel_parts is None else texel_parts[index])
+        hit = seen_weight > 0
+        seen.append((index[hit], seen_weight[hit], sample_photo(linear_photo, u[hit], v[hit])))
     weight = np.zeros(len(texels.rows), np.float32)
     colour = np.zeros((len(texels.rows), 3), np.float32)
-    # Linear light: sampling and blending average light, which sRGB-encoded values do not.
-    linear_photo = _SRGB8_TO_LINEAR[view.pixels]
-    index = np.flatnonzero(facing[texels.triangle])
-    corners = triangles[texels.triangle[index]]
-    seen_weight, u, v = _photo_weight(visibility, texels.bary[index], corners, vertices, normals,
-                                      None if texel_parts is None else texel_parts[index])
-    seen = seen_weight > 0
-    weight[index[seen]] = seen_weight[seen]
-    colour[index[seen]] = sample_photo(linear_photo, u[seen], v[seen])
+    index, seen_weight, seen_colour = _combine(seen, len(texels.rows))
+    weight[index] = seen_weight
+    colour[index] = seen_colour
     direct = weight.copy()
     if options.mirror and mirror is not None:
-        # The unseen side of the symmetric skin, from the photo's view of its mirror image.
+        # The unseen side of the symmetric skin, from the photos' views of its mirror image.
         flagged = np.ones(len(triangles), bool) if mirror_triangles is None else np.asarray(mirror_triangles)
         mirror_corners = mirror[triangles]
-        flagged &= visibility.facing_triangles(vertices, normals, mirror_corners)
-        index = np.flatnonzero(flagged[texels.triangle] & (weight < 0.99))
-        m_weight, mu, mv = _photo_weight(visibility, texels.bary[index], mirror_corners[texels.triangle[index]],
-                                         vertices, normals, None if texel_parts is None else texel_parts[index])
-        m_weight = m_weight * (1.0 - weight[index])
-        use = m_weight > 0
-        index = index[use]
-        m_colour = sample_photo(linear_photo, mu[use], mv[use])
-        total = weight[index] + m_weight[use]
-        colour[index] = (weight[index, None] * colour[index] + m_weight[use, None] * m_colour) / total[:, None]
+        mirrored = []
+        for visibility, linear_photo in zip(visibilities, linear_photos):
+            index = np.flatnonzero((flagged & visibility.facing_triangles(vertices, normals, mirror_corners))
+                                   [texels.triangle] & (weight < 0.99))
+            m_weight, mu, mv = _photo_weight(visibility, texels.bary[index], mirror_corners[texels.triangle[index]],
+                                             vertices, normals, None if texel_parts is None else texel_parts[index])
+            m_weight = m_weight * (1.0 - weight[index])
+            use = m_weight > 0
+            mirrored.append((index[use], m_weight[use], sample_photo(linear_photo, mu[use], mv[use])))
+        index, m_weight, m_colour = _combine(mirrored, len(texels.rows))
+        total = weight[index] + m_weight
+        colour[index] = (weight[index, None] * colour[index] + m_weight[:, None] * m_colour) / total[:, None]
         weight[index] = total
     seconds["photo"] = time.perf_counter() - started
 

@@ -99,6 +99,12 @@ class LocalDetail:
 
     def colour(self, points: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
         """points (1, M, 3) world, the generator's colour there rgb (1, M, 3) in [0, 1] -> corrected colour."""
+        gate, residual = self.gated_residual(points, rgb)
+        return rgb + gate * residual
+
+    def gated_residual(self, points: torch.Tensor, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The branch's colour residual (1, M, 3) at points (1, M, 3) world and its gate (1, M, 1) in [0, 1]: how
+        well this photo sees each point."""
         cfg = self.net.config
         uv = project_pixels(points, self.camera)
         distance = (points - self.camera[:, None, 3:12:4]).norm(dim=-1, keepdim=True)   # from the camera centre
@@ -116,4 +122,18 @@ class LocalDetail:
             gate = gate * sample(self.region)
         inputs = torch.cat([sample(self.features), (sample(self.photo) + 1) / 2, rgb,
                             (gap / cfg.visible_margin).clamp(-4, 4)], dim=-1)
-        return rgb + gate * self.net.mlp(inputs)
+        return gate, self.net.mlp(inputs)
+
+
+@dataclass
+class ViewsDetail:
+    """The local detail of several photos of one face: each photo's residual weighted by its gate, normalised
+    where several photos see a point (so a point one photo sees gets exactly that photo's correction)."""
+
+    views: list[LocalDetail]
+
+    def colour(self, points: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        """points (1, M, 3) world, the generator's colour there rgb (1, M, 3) in [0, 1] -> corrected colour."""
+        gated = [view.gated_residual(points, rgb) for view in self.views]
+        gates = sum(gate for gate, _ in gated)
+        return rgb + sum(gate * residual for gate, residual in gated) / gates.clamp(min=1.0)
