@@ -154,6 +154,20 @@ def tune_generator(generator: TriPlaneGenerator, w_plus: torch.Tensor, target: t
                    progress: ProgressFn | None = None) -> tuple[dict[str, torch.Tensor], list[float]]:
     """PTI around a fixed pivot w_plus: returns the tuned tensors (by parameter name) and the loss per step.
     The generator itself is left as it was."""
+    def step_loss() -> float:
+        loss = render_loss(generator, w_plus, camera, target, mask)
+        loss.backward()
+        return float(loss.detach())
+
+    return tune_weights(generator, step_loss, steps, lr, progress, "tuning the generator")
+
+
+def tune_weights(generator: TriPlaneGenerator, step_loss: Callable[[], float], steps: int, lr: float = 3e-4,
+                 progress: ProgressFn | None = None,
+                 what: str = "tuning the generator") -> tuple[dict[str, torch.Tensor], list[float]]:
+    """PTI's loop over the tunable tensors (`tuned_parameter_names`): each step, `step_loss` computes the loss
+    and its gradients (it calls backward) and returns its value. -> the tuned tensors and the loss per step;
+    the generator itself is left as it was."""
     if steps <= 0:
         return {}, []
     names = tuned_parameter_names(generator)
@@ -167,13 +181,11 @@ def tune_generator(generator: TriPlaneGenerator, w_plus: torch.Tensor, target: t
         optimizer = torch.optim.Adam(trainable, lr=lr)
         try:
             for step in range(steps):
-                loss = render_loss(generator, w_plus, camera, target, mask)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                losses.append(step_loss())
                 optimizer.step()
-                losses.append(float(loss.detach()))
                 if progress is not None:
-                    progress((step + 1) / steps, f"tuning the generator: step {step + 1} of {steps}")
+                    progress((step + 1) / steps, f"{what}: step {step + 1} of {steps}")
             tuned = {name: parameters[name].detach().clone() for name in names}
         finally:
             for parameter in trainable:

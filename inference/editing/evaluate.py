@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 
 from ..cameras import camera_label, intrinsics_matrix, orbit_cam2world
 from ..errors import NoFaceError, TriFaceError
+from ..evaluate import machine_info
 from ..export import tensor_to_uint8
 from ..fileio import atomic_write_text
 from ..latent import sample_z
@@ -145,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate_directions(generator, directions, args.samples, args.seed, args.strength,
                                  resolution=args.resolution)
     report.update(model=generator.config.name, folder=str(args.model), seconds=round(time.perf_counter() - started, 1),
-                  machine={"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                           "cpus": torch.get_num_threads(), "device": str(device), "torch": torch.__version__})
+                  machine=machine_info(device))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(report, indent=2))
     print(matrix_table(report))

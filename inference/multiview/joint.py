@@ -26,7 +26,7 @@ import torch
 
 from ..editing.directions import layout_direction
 from ..errors import TriFaceError
-from ..invert import (STEP_BUDGETS, Budget, ProgressFn, render_loss, tuned_parameter_names, use_weights)
+from ..invert import STEP_BUDGETS, Budget, ProgressFn, render_loss, tune_weights
 from ..model_landmarks import LandmarkRegressor
 from ..networks.encoder import LatentEncoder
 from ..networks.local_detail import LocalDetailNet, ViewsDetail
@@ -147,35 +147,15 @@ def tune_generator_views(generator: TriPlaneGenerator, latents: torch.Tensor, vi
                          progress: ProgressFn | None = None) -> tuple[dict[str, torch.Tensor], list[float]]:
     """PTI around fixed latents (V, num_ws, w_dim), one per photo: the tuned tensors (by parameter name) that
     render every photo in its camera, and the mean loss per step. The generator itself is left as it was."""
-    if steps <= 0:
-        return {}, []
-    names = tuned_parameter_names(generator)
-    parameters = dict(generator.named_parameters())
-    tuned = {name: parameters[name].detach().clone() for name in names}
-    losses: list[float] = []
-    with use_weights(generator, tuned):
-        trainable = [parameters[name] for name in names]
-        for parameter in trainable:
-            parameter.requires_grad_(True)
-        optimizer = torch.optim.Adam(trainable, lr=lr)
-        try:
-            for step in range(steps):
-                optimizer.zero_grad(set_to_none=True)
-                total = 0.0
-                for i, view in enumerate(views):   # one photo's graph at a time, as in the joint fit
-                    loss = render_loss(generator, latents[i:i + 1], view.camera, view.target, view.mask) / len(views)
-                    loss.backward()
-                    total += float(loss.detach())
-                optimizer.step()
-                losses.append(total)
-                if progress is not None:
-                    progress((step + 1) / steps, f"tuning the generator to {len(views)} photos: step {step + 1} "
-                                                 f"of {steps}")
-            tuned = {name: parameters[name].detach().clone() for name in names}
-        finally:
-            for parameter in trainable:
-                parameter.requires_grad_(False)
-    return tuned, losses
+    def step_loss() -> float:
+        total = 0.0
+        for i, view in enumerate(views):   # one photo's graph at a time, as in the joint fit
+            loss = render_loss(generator, latents[i:i + 1], view.camera, view.target, view.mask) / len(views)
+            loss.backward()
+            total += float(loss.detach())
+        return total
+
+    return tune_weights(generator, step_loss, steps, lr, progress, f"tuning the generator to {len(views)} photos")
 
 
 def face_id_for_photos(photos: list[Path], face_indices: list[int], model_id: str) -> str:
