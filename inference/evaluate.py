@@ -24,6 +24,7 @@ input view | -30 | +30 | depth) and <out>/inversion.html showing both.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import html
 import json
@@ -52,7 +53,7 @@ from .errors import NoFaceError, NoSurfaceError, TriFaceError
 from .evaluate_generator import geometry_figures, psnr
 from .preprocess.detect import detect_faces, landmarks_in_box, model_file
 from .fileio import atomic_write, atomic_write_text
-from .invert import STEP_BUDGETS, Budget, face_mask, use_weights, w_spread
+from .invert import STEP_BUDGETS, Budget, face_mask, parse_budget, use_weights, w_spread
 from .latent import sample_z
 from .model_landmarks import LandmarkRegressor, load_landmark_regressor
 from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model
@@ -334,13 +335,13 @@ def truth_figures(generator: TriPlaneGenerator, evaluation: Evaluation, fit: Fac
 # -- items, the run, and its outputs ----------------------------------------------------------------------------
 
 def step_budget(value: str) -> Budget:
-    """A named budget (preview, fast, best: w_plus fitting and generator tuning) or a number of w_plus
-    fitting steps without tuning."""
-    if value in STEP_BUDGETS:
-        return STEP_BUDGETS[value]
-    if not value.isdigit():
-        raise TriFaceError(f"unknown step budget {value!r}; use one of {', '.join(STEP_BUDGETS)} or a number")
-    return Budget(int(value), 0)
+    """A named budget (preview, fast, best: w_plus fitting and generator tuning; fast-before, best-before: as
+    they were before the cheaper steps), a number of w_plus fitting steps without tuning, or either with
+    changes ("fast,stride=3"; see `invert.parse_budget`)."""
+    try:
+        return parse_budget(value)
+    except ValueError as exc:
+        raise TriFaceError(str(exc)) from None
 
 
 def photo_paths(folder: Path) -> list[Path]:
@@ -432,7 +433,8 @@ def evaluate(images: Path | None, synthetic: int, model_dir: Path, steps: str, r
                          (params, yaw, pitch))
 
     report = {"model": str(model_dir), "config": model_id, "steps": steps,
-              "budget": {"fit_steps": budget.fit_steps, "tune_steps": budget.tune_steps}, "resolution": resolution,
+              "budget": {"fit_steps": budget.fit_steps, "tune_steps": budget.tune_steps,
+                         "sampling": dataclasses.asdict(budget.sampling)}, "resolution": resolution,
               "encoder": encoder is not None, "baseline_samples": len(baseline.w_plus),
               "machine": machine_info(generator.w_avg.device), "peak_rss_mib": peak_rss_mib(),
               "summary": {kind: aggregate([i for i in items if i["kind"] == kind]) for kind in ("photo", "synthetic")},
@@ -532,7 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", type=int, default=0, help="held-out synthetic faces to add")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--steps", default="fast",
-                        help=f"refinement budget: {', '.join(STEP_BUDGETS)} or a number of fitting steps")
+                        help=f"refinement budget: {', '.join(STEP_BUDGETS)}, fast-before, best-before (as they were "
+                             "before the cheaper steps) or a number of fitting steps, optionally with changes: "
+                             "'fast,stride=3,fit=20' (see inference.invert.parse_budget)")
     parser.add_argument("--resolution", type=int, default=128, help="render size of the evaluation, px")
     parser.add_argument("--baseline-samples", type=int, default=BASELINE_SAMPLES,
                         help="random model samples in the identity baseline (each costs one render per item)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,23 +21,95 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim
 from skimage.draw import polygon as fill_polygon
 
+from .config import RenderingConfig
 from .model_landmarks import LandmarkTarget
 from .networks.triplane import TriPlaneGenerator
+from .render.rays import pixel_rays
+from .render.volume import render_rays
 
 ProgressFn = Callable[[float, str], None]
 
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """How each refinement step renders the face (what makes a step cheap).
+
+    A step renders one random pixel of every `ray_stride` x `ray_stride` cell of the neural render: a jittered
+    sub-lattice, NeRF's random ray batches kept as an image so the structural term still sees structure; over
+    a few steps every pixel is seen. Tuning may take a sparser lattice (`tune_ray_stride`): it only adjusts
+    colour and fine shape around a fitted head, where the fit moves the whole head. The first `coarse_fraction` of a phase's steps take half the samples per
+    ray (the surface moves most then, and is found again by importance sampling at every step). A phase ends
+    early once its loss has not improved by `plateau_tolerance` (relative) for `plateau_patience` steps.
+    `colour_only` composites just the three colour channels the loss reads, not all the decoder's features,
+    and `reuse_prefix` synthesises the blocks PTI does not tune once per face instead of once per step: both
+    leave results unchanged (bench --pipeline switches them off to measure them)."""
+
+    ray_stride: int = 1
+    tune_ray_stride: int = 0           # the tuning phase's stride (0: ray_stride)
+    coarse_fraction: float = 0.0
+    plateau_patience: int = 0          # 0: run every step
+    plateau_tolerance: float = 0.005
+    colour_only: bool = True
+    reuse_prefix: bool = True
+    seed: int = 0                      # the sub-lattice's offsets: the same photo gives the same face
+
+
+FULL_SAMPLING = Sampling(colour_only=False, reuse_prefix=False)   # every ray, every sample, every step (before)
+
+
+@dataclass(frozen=True)
 class Budget:
     fit_steps: int      # w_plus optimisation
     tune_steps: int     # PTI generator tuning around the fitted w_plus
+    sampling: Sampling = Sampling()
+    fit_lr: float = 0.05
+    tune_lr: float = 3e-4
 
 
-# Named budgets the user picks from ("fast" must stay under ~20 s on a 2-core CPU with the default model).
+# Named budgets the user picks from: "fast" must stay under 10 s and "best" under 60 s on a 2-core CPU with the
+# default model (see `python -m inference.bench --pipeline`, which also runs the budgets as they were).
 STEP_BUDGETS = {"preview": Budget(0, 0), "fast": Budget(12, 8), "best": Budget(150, 100)}
+# The same budgets as they were before the cheaper steps (every ray, every sample, every step): what the
+# benchmark and the evaluation compare against.
+BUDGETS_BEFORE = {"fast-before": Budget(12, 8, FULL_SAMPLING), "best-before": Budget(150, 100, FULL_SAMPLING)}
 SSIM_WEIGHT = 0.5
 LANDMARK_WEIGHT = 1.0   # on the landmark error as a fraction of the inter-ocular distance
+
+
+_BUDGET_KEYS = {"fit": "fit_steps", "tune": "tune_steps", "fit_lr": "fit_lr", "tune_lr": "tune_lr",
+                "stride": "ray_stride", "tune_stride": "tune_ray_stride", "coarse": "coarse_fraction",
+                "plateau": "plateau_patience", "tolerance": "plateau_tolerance", "colour_only": "colour_only",
+                "reuse": "reuse_prefix", "seed": "seed"}
+
+
+def parse_budget(text: str) -> Budget:
+    """A budget from the command line: a name (`STEP_BUDGETS`, `BUDGETS_BEFORE`), a number of w_plus fitting
+    steps without tuning, or either followed by changes, e.g. "fast,stride=3,fit=20" (keys: fit, tune, fit_lr,
+    tune_lr, stride, tune_stride, coarse, plateau, tolerance, colour_only, reuse, seed). Raises ValueError with the choices."""
+    base, *changes = [part.strip() for part in str(text).split(",")]
+    budgets = {**STEP_BUDGETS, **BUDGETS_BEFORE}
+    if base in budgets:
+        budget = budgets[base]
+    elif base.isdigit():
+        budget = Budget(int(base), 0)
+    else:
+        raise ValueError(f"unknown step budget {base!r}; use one of {', '.join(budgets)} or a number of steps")
+    steps, sampling = {"fit_steps": budget.fit_steps, "tune_steps": budget.tune_steps, "fit_lr": budget.fit_lr,
+                       "tune_lr": budget.tune_lr}, {}
+    for change in changes:
+        key, _, value = change.partition("=")
+        if key not in _BUDGET_KEYS or not value:
+            raise ValueError(f"cannot read {change!r} in budget {text!r}; use key=value with keys "
+                             f"{', '.join(_BUDGET_KEYS)}")
+        field_name = _BUDGET_KEYS[key]
+        kind = type(getattr(budget if field_name in steps else budget.sampling, field_name))
+        try:
+            parsed = kind(float(value)) if kind is not bool else value.lower() in ("1", "true", "yes")
+        except ValueError:
+            raise ValueError(f"{key}={value!r} in budget {text!r} is not a number") from None
+        (steps if field_name in steps else sampling)[field_name] = parsed
+    return Budget(sampling=replace(budget.sampling, **sampling), **steps)
 
 
 def photometric_loss(image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -49,14 +121,82 @@ def photometric_loss(image: torch.Tensor, target: torch.Tensor, mask: torch.Tens
 
 
 def render_loss(generator: TriPlaneGenerator, w_plus: torch.Tensor, camera: torch.Tensor, target: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+                mask: torch.Tensor, step: "StepRender | None" = None,
+                planes: torch.Tensor | None = None) -> torch.Tensor:
     """Photometric loss of the direct (3D-branch) render of w_plus in `camera`, at the neural resolution;
-    target (1, 3, S, S) and mask (1, 1, S, S) are area-downsampled to it."""
+    target (1, 3, S, S) and mask (1, 1, S, S) are area-downsampled to it. `step` renders only some of the rays,
+    or fewer samples per ray (see `Sampling`); `planes`, when given, are w_plus's tri-planes already made."""
     res = generator.config.rendering.neural_rendering_resolution
-    planes = generator.synthesize_planes(w_plus)
-    image = generator.render(planes, w_plus, camera, super_resolve=False, deterministic=True)["image_raw"]
-    return photometric_loss(image, F.interpolate(target, size=(res, res), mode="area"),
-                            F.interpolate(mask, size=(res, res), mode="area"))
+    planes = generator.synthesize_planes(w_plus) if planes is None else planes
+    target = F.interpolate(target, size=(res, res), mode="area")
+    mask = F.interpolate(mask, size=(res, res), mode="area")
+    if step is None:
+        image = generator.render(planes, w_plus, camera, super_resolve=False, deterministic=True)["image_raw"]
+        return photometric_loss(image, target, mask)
+    image = step.render(generator, planes, camera)
+    return photometric_loss(image, step.pick(target), step.pick(mask))
+
+
+@dataclass(frozen=True)
+class StepRender:
+    """One step's render: the pixels of the sub-lattice at offset (row, col) with `stride`, and the rendering
+    options (samples per ray)."""
+
+    stride: int
+    row: int
+    col: int
+    options: RenderingConfig
+    colour_only: bool
+
+    def pick(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, C, r, r) -> the lattice's pixels (N, C, r / stride, r / stride)."""
+        return image[:, :, self.row::self.stride, self.col::self.stride]
+
+    def render(self, generator: TriPlaneGenerator, planes: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+        """The direct render's colour at the lattice's pixels: (1, 3, h, w) in [-1, 1]."""
+        res = generator.config.rendering.neural_rendering_resolution
+        origins, dirs = pixel_rays(camera[:, :16].reshape(-1, 4, 4), camera[:, 16:25].reshape(-1, 3, 3), res)
+        rows = torch.arange(self.row, res, self.stride, device=camera.device)
+        cols = torch.arange(self.col, res, self.stride, device=camera.device)
+        index = (rows[:, None] * res + cols[None, :]).reshape(-1)
+
+        def field(points: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = generator.sample_field(planes, points)
+            return {"rgb": out["rgb"][..., :3], "sigma": out["sigma"]} if self.colour_only else out
+
+        out = render_rays(field, origins[:, index], dirs[:, index], self.options, deterministic=True)
+        colour = out["features"][..., :3]
+        return colour.permute(0, 2, 1).reshape(colour.shape[0], 3, len(rows), len(cols))
+
+
+class StepPlan:
+    """The renders of one refinement phase's steps under a `Sampling`, and its early end (`done`)."""
+
+    def __init__(self, generator: TriPlaneGenerator, sampling: Sampling, steps: int, tuning: bool = False) -> None:
+        self.sampling, self.steps = sampling, steps
+        self.stride = sampling.tune_ray_stride if tuning and sampling.tune_ray_stride else sampling.ray_stride
+        full = generator.config.rendering
+        self.coarse = replace(full, depth_resolution=max(full.depth_resolution // 2, 2),
+                              depth_resolution_importance=full.depth_resolution_importance // 2)
+        self.full = full
+        self.random = torch.Generator().manual_seed(sampling.seed)
+        self.best, self.since_best = math.inf, 0
+
+    def render(self, step: int) -> StepRender | None:
+        s = self.sampling
+        coarse = step < s.coarse_fraction * self.steps
+        if self.stride == 1 and not coarse and not s.colour_only:
+            return None   # the plain full render
+        row, col = (int(v) for v in torch.randint(0, self.stride, (2,), generator=self.random))
+        return StepRender(self.stride, row, col, self.coarse if coarse else self.full, s.colour_only)
+
+    def done(self, loss: float) -> bool:
+        """Record a step's loss; True once it has stopped improving (never with plateau_patience 0)."""
+        if loss < self.best * (1 - self.sampling.plateau_tolerance):
+            self.best, self.since_best = loss, 0
+        else:
+            self.since_best += 1
+        return 0 < self.sampling.plateau_patience <= self.since_best
 
 
 @dataclass
@@ -93,23 +233,25 @@ def w_spread(generator: TriPlaneGenerator, samples: int = 256, seed: int = 11) -
 def fit_w_plus(generator: TriPlaneGenerator, target: torch.Tensor, mask: torch.Tensor, camera: torch.Tensor,
                steps: int, spread: torch.Tensor, w_init: torch.Tensor | None = None, lr: float = 0.05,
                prior_weight: float = 0.02, landmarks: LandmarkTarget | None = None,
-               landmark_weight: float = LANDMARK_WEIGHT, progress: ProgressFn | None = None) -> FitResult:
+               landmark_weight: float = LANDMARK_WEIGHT, progress: ProgressFn | None = None,
+               sampling: Sampling = FULL_SAMPLING) -> FitResult:
     """Optimise w_plus so the neural render in `camera` matches `target` where `mask` is set.
 
     target (1, 3, S, S) in [-1, 1] and mask (1, 1, S, S) in the aligned crop; camera (1, 25) EG3D label.
-    The render is the model's direct, 3D-consistent image at its neural resolution (see `render_loss`). The
-    prior term is the squared distance to w_avg in units of `spread`; with `landmarks`, the model's landmarks
-    projected by `camera` are also pulled onto the photo's.
+    The render is the model's direct, 3D-consistent image at its neural resolution (see `render_loss`), made
+    cheaper per step as `sampling` says. The prior term is the squared distance to w_avg in units of `spread`;
+    with `landmarks`, the model's landmarks projected by `camera` are also pulled onto the photo's.
     """
     w_avg = generator.w_avg.detach()[None, None]
     start = w_avg.expand(1, generator.num_ws, -1) if w_init is None else w_init
     w_plus = start.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([w_plus], lr=lr, betas=(0.9, 0.99))
+    plan = StepPlan(generator, sampling, steps)
     losses: list[float] = []
     for step in range(steps):
         for group in optimizer.param_groups:   # cosine decay: big moves first, then settle
             group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
-        photometric = render_loss(generator, w_plus, camera, target, mask)
+        photometric = render_loss(generator, w_plus, camera, target, mask, plan.render(step))
         prior = (((w_plus - w_avg) / spread) ** 2).mean()
         loss = photometric + prior_weight * prior
         if landmarks is not None:
@@ -120,6 +262,8 @@ def fit_w_plus(generator: TriPlaneGenerator, target: torch.Tensor, mask: torch.T
         losses.append(float(photometric.detach()))
         if progress is not None:
             progress((step + 1) / steps, f"fitting the photo: step {step + 1} of {steps}")
+        if plan.done(losses[-1]):
+            break
     return FitResult(w_plus=w_plus.detach(), losses=losses)
 
 
@@ -150,24 +294,53 @@ def use_weights(generator: TriPlaneGenerator, weights: dict[str, torch.Tensor] |
 
 
 def tune_generator(generator: TriPlaneGenerator, w_plus: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                   camera: torch.Tensor, steps: int, lr: float = 3e-4,
-                   progress: ProgressFn | None = None) -> tuple[dict[str, torch.Tensor], list[float]]:
+                   camera: torch.Tensor, steps: int, lr: float = 3e-4, progress: ProgressFn | None = None,
+                   sampling: Sampling = FULL_SAMPLING) -> tuple[dict[str, torch.Tensor], list[float]]:
     """PTI around a fixed pivot w_plus: returns the tuned tensors (by parameter name) and the loss per step.
     The generator itself is left as it was."""
+    plan = StepPlan(generator, sampling, steps, tuning=True)
+    prefix = synthesis_prefix(generator, w_plus) if sampling.reuse_prefix and steps > 0 else None
+    count = [0]
+
     def step_loss() -> float:
-        loss = render_loss(generator, w_plus, camera, target, mask)
+        planes = None if prefix is None else prefix.planes(generator)
+        loss = render_loss(generator, w_plus, camera, target, mask, plan.render(count[0]), planes)
         loss.backward()
+        count[0] += 1
         return float(loss.detach())
 
-    return tune_weights(generator, step_loss, steps, lr, progress, "tuning the generator")
+    return tune_weights(generator, step_loss, steps, lr, progress, "tuning the generator", plan.done)
+
+
+@dataclass
+class SynthesisPrefix:
+    """The synthesis blocks PTI leaves alone, run once for a fixed w_plus: their output (x, img) and the w_plus
+    slice the last block reads. `planes` finishes the synthesis through the (tuned) last block and refiner."""
+
+    x: torch.Tensor
+    img: torch.Tensor
+    last_ws: torch.Tensor
+
+    def planes(self, generator: TriPlaneGenerator) -> torch.Tensor:
+        last = generator.backbone.synthesis.last_block
+        x, img = last(self.x, self.img, self.last_ws, noise_mode="const")
+        return generator.planes_from_stack(img)
+
+
+@torch.no_grad()
+def synthesis_prefix(generator: TriPlaneGenerator, w_plus: torch.Tensor) -> SynthesisPrefix:
+    """Run all synthesis blocks but the last (their weights are not tuned: `tuned_parameter_names`)."""
+    synthesis = generator.backbone.synthesis
+    x, img, last_ws = synthesis.run_prefix(w_plus, noise_mode="const")
+    return SynthesisPrefix(x=x, img=img, last_ws=last_ws)
 
 
 def tune_weights(generator: TriPlaneGenerator, step_loss: Callable[[], float], steps: int, lr: float = 3e-4,
-                 progress: ProgressFn | None = None,
-                 what: str = "tuning the generator") -> tuple[dict[str, torch.Tensor], list[float]]:
+                 progress: ProgressFn | None = None, what: str = "tuning the generator",
+                 done: Callable[[float], bool] | None = None) -> tuple[dict[str, torch.Tensor], list[float]]:
     """PTI's loop over the tunable tensors (`tuned_parameter_names`): each step, `step_loss` computes the loss
-    and its gradients (it calls backward) and returns its value. -> the tuned tensors and the loss per step;
-    the generator itself is left as it was."""
+    and its gradients (it calls backward) and returns its value; `done(loss)` may end the loop early. -> the
+    tuned tensors and the loss per step; the generator itself is left as it was."""
     if steps <= 0:
         return {}, []
     names = tuned_parameter_names(generator)
@@ -186,6 +359,8 @@ def tune_weights(generator: TriPlaneGenerator, step_loss: Callable[[], float], s
                 optimizer.step()
                 if progress is not None:
                     progress((step + 1) / steps, f"{what}: step {step + 1} of {steps}")
+                if done is not None and done(losses[-1]):
+                    break
             tuned = {name: parameters[name].detach().clone() for name in names}
         finally:
             for parameter in trainable:

@@ -6,7 +6,21 @@ import pytest
 import torch
 
 from inference.cameras import camera_label, intrinsics_matrix, orbit_cam2world
-from inference.invert import fit_w_plus, tune_generator, tuned_parameter_names, use_weights, w_spread
+from inference.invert import (
+    FULL_SAMPLING,
+    STEP_BUDGETS,
+    Budget,
+    Sampling,
+    StepPlan,
+    StepRender,
+    fit_w_plus,
+    parse_budget,
+    synthesis_prefix,
+    tune_generator,
+    tuned_parameter_names,
+    use_weights,
+    w_spread,
+)
 from inference.latent import sample_z
 from inference.model_io import DEFAULT_MODEL_DIR, load_model
 
@@ -44,3 +58,68 @@ def test_tuning_changes_only_the_named_late_layers_and_leaves_the_generator_as_i
         assert any(not torch.equal(generator.state_dict()[k], before[k]) for k in tuned)
     assert all(torch.equal(v, generator.state_dict()[k]) for k, v in before.items())
     assert sum(v.numel() for v in tuned.values()) < 0.1 * sum(v.numel() for v in generator.parameters())
+
+
+# -- cheaper steps (issue 15): what must not change, and what each measure does ---------------------------------
+
+def test_the_exact_shortcuts_change_no_loss_of_fitting_or_tuning(setup):
+    """Compositing only the colour channels and synthesising the untuned blocks once per face are pure speed:
+    the same losses, step for step, as the full render."""
+    generator, camera, target, mask = setup
+    spread = w_spread(generator)
+    runs = {}
+    for name, sampling in {"full": FULL_SAMPLING, "shortcuts": Sampling()}.items():
+        fit = fit_w_plus(generator, target, mask, camera, steps=3, spread=spread, sampling=sampling)
+        _, tune_losses = tune_generator(generator, fit.w_plus, target, mask, camera, steps=3, lr=1e-3,
+                                        sampling=sampling)
+        runs[name] = fit.losses + tune_losses
+    assert runs["shortcuts"] == pytest.approx(runs["full"], rel=1e-4)
+
+
+def test_a_sub_lattice_render_is_the_full_render_at_those_pixels(setup):
+    generator, camera, _, _ = setup
+    w = generator.w_avg[None, None].expand(1, generator.num_ws, -1)
+    with torch.no_grad():
+        planes = generator.synthesize_planes(w)
+        full = generator.render(planes, w, camera, super_resolve=False)["image_raw"]
+        step = StepRender(stride=3, row=2, col=1, options=generator.config.rendering, colour_only=True)
+        part = step.render(generator, planes, camera)
+    assert part.shape == (1, 3, 21, 21)
+    torch.testing.assert_close(part, full[:, :, 2::3, 1::3], rtol=1e-4, atol=1e-5)
+    assert torch.equal(step.pick(full), full[:, :, 2::3, 1::3])
+
+
+def test_the_synthesis_prefix_and_last_block_are_the_whole_synthesis(setup):
+    generator = setup[0]
+    w = generator.mapping(sample_z(generator.config, 1, seed=9), torch.zeros(1, 0))
+    with torch.no_grad():
+        whole = generator.synthesize_planes(w)
+        assert torch.equal(synthesis_prefix(generator, w).planes(generator), whole)
+
+
+def test_a_step_plan_draws_every_offset_coarsens_early_steps_and_stops_on_a_plateau(setup):
+    generator = setup[0]
+    plan = StepPlan(generator, Sampling(ray_stride=2, coarse_fraction=0.5, plateau_patience=2), steps=40)
+    renders = [plan.render(step) for step in range(40)]
+    assert {(r.row, r.col) for r in renders} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    full = generator.config.rendering
+    assert all(r.options.depth_resolution == full.depth_resolution // 2 for r in renders[:20])
+    assert all(r.options == full for r in renders[20:])
+    again = StepPlan(generator, Sampling(ray_stride=2, coarse_fraction=0.5), steps=40)
+    assert [again.render(step) for step in range(40)] == renders   # the same photo gives the same face
+    assert StepPlan(generator, FULL_SAMPLING, 5).render(0) is None   # the plain full render
+    # 1.0 -> 0.9 improves; 0.899 and 0.9 do not (under the 0.5 % tolerance): the second stale step ends it.
+    assert [plan.done(loss) for loss in (1.0, 0.9, 0.899, 0.9)] == [False, False, False, True]
+    assert not any(StepPlan(generator, Sampling(), 5).done(1.0) for _ in range(10))   # patience 0: never
+
+
+def test_budgets_read_from_the_command_line():
+    assert parse_budget("fast") == STEP_BUDGETS["fast"]
+    assert parse_budget("fast-before").sampling == FULL_SAMPLING
+    assert parse_budget("7") == Budget(7, 0)
+    budget = parse_budget("fast,stride=3,fit=20,coarse=0.25,colour_only=0")
+    assert (budget.fit_steps, budget.tune_steps) == (20, STEP_BUDGETS["fast"].tune_steps)
+    assert (budget.sampling.ray_stride, budget.sampling.coarse_fraction, budget.sampling.colour_only) == (3, 0.25, False)
+    for bad in ("fastest", "fast,stride", "fast,speed=2"):
+        with pytest.raises(ValueError, match="budget"):
+            parse_budget(bad)

@@ -26,7 +26,17 @@ import torch
 
 from ..editing.directions import layout_direction
 from ..errors import TriFaceError
-from ..invert import STEP_BUDGETS, Budget, ProgressFn, render_loss, tune_weights
+from ..invert import (
+    FULL_SAMPLING,
+    STEP_BUDGETS,
+    Budget,
+    ProgressFn,
+    Sampling,
+    StepPlan,
+    render_loss,
+    synthesis_prefix,
+    tune_weights,
+)
 from ..model_landmarks import LandmarkRegressor
 from ..networks.encoder import LatentEncoder
 from ..networks.local_detail import LocalDetailNet, ViewsDetail
@@ -101,11 +111,13 @@ def fit_shared_w_plus(generator: TriPlaneGenerator, views: list[PreparedPhoto], 
                       w_init: torch.Tensor, basis: torch.Tensor | None = None,
                       landmark_regressor: LandmarkRegressor | None = None, lr: float = 0.05,
                       prior_weight: float = PRIOR_WEIGHT, expression_weight: float = EXPRESSION_WEIGHT,
-                      landmark_weight: float = LANDMARK_WEIGHT, progress: ProgressFn | None = None) -> JointFit:
+                      landmark_weight: float = LANDMARK_WEIGHT, progress: ProgressFn | None = None,
+                      sampling: Sampling = FULL_SAMPLING) -> JointFit:
     """Optimise one w_plus (from w_init (1, num_ws, w_dim)) and, with an expression `basis` (K, num_ws, w_dim),
     per-photo expression coefficients (V, K) from 0, so that each photo's latent rendered in its crop camera
     matches its crop inside its face mask (and, with a landmark regressor, its landmarks). The loss is the
-    mean over photos, so a step moves as far as in a single photo's fit (`invert.fit_w_plus`)."""
+    mean over photos, so a step moves as far as in a single photo's fit (`invert.fit_w_plus`); each step renders
+    the same rays of every photo (`sampling`, see `invert.Sampling`)."""
     w_avg = generator.w_avg.detach()[None, None]
     w_plus = w_init.detach().clone().requires_grad_(True)
     expressions = torch.zeros(len(views), 0 if basis is None else len(basis), device=w_init.device,
@@ -117,6 +129,7 @@ def fit_shared_w_plus(generator: TriPlaneGenerator, views: list[PreparedPhoto], 
         groups.append({"params": [expressions], "base_lr": lr * EXPRESSION_LR_SCALE})
     optimizer = torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.99))
     targets = [view.landmark_target(landmark_regressor) for view in views]
+    plan = StepPlan(generator, sampling, steps)
     losses: list[float] = []
     for step in range(steps):
         for group in optimizer.param_groups:   # cosine decay, as in a single photo's fit
@@ -124,9 +137,10 @@ def fit_shared_w_plus(generator: TriPlaneGenerator, views: list[PreparedPhoto], 
         # One photo's graph at a time (gradients add up): memory stays that of a single photo's fit.
         optimizer.zero_grad(set_to_none=True)
         photometric = 0.0
+        rays = plan.render(step)
         for i, (view, target) in enumerate(zip(views, targets)):
             latent = view_latents(w_plus, expressions[i:i + 1], basis)
-            loss = render_loss(generator, latent, view.camera, view.target, view.mask) / len(views)
+            loss = render_loss(generator, latent, view.camera, view.target, view.mask, rays) / len(views)
             photometric += float(loss.detach())
             if target is not None:
                 loss = loss + landmark_weight * target.loss(latent, view.camera) / len(views)
@@ -139,23 +153,35 @@ def fit_shared_w_plus(generator: TriPlaneGenerator, views: list[PreparedPhoto], 
         losses.append(photometric)
         if progress is not None:
             progress((step + 1) / steps, f"fitting {len(views)} photos: step {step + 1} of {steps}")
+        if plan.done(photometric):
+            break
     return JointFit(w_plus=w_plus.detach(), expressions=expressions.detach(), losses=losses)
 
 
 def tune_generator_views(generator: TriPlaneGenerator, latents: torch.Tensor, views: list[PreparedPhoto],
-                         steps: int, lr: float = 3e-4,
-                         progress: ProgressFn | None = None) -> tuple[dict[str, torch.Tensor], list[float]]:
+                         steps: int, lr: float = 3e-4, progress: ProgressFn | None = None,
+                         sampling: Sampling = FULL_SAMPLING) -> tuple[dict[str, torch.Tensor], list[float]]:
     """PTI around fixed latents (V, num_ws, w_dim), one per photo: the tuned tensors (by parameter name) that
     render every photo in its camera, and the mean loss per step. The generator itself is left as it was."""
+    plan = StepPlan(generator, sampling, steps, tuning=True)
+    prefixes = [synthesis_prefix(generator, latents[i:i + 1]) for i in range(len(views))] \
+        if sampling.reuse_prefix and steps > 0 else None
+    count = [0]
+
     def step_loss() -> float:
         total = 0.0
+        rays = plan.render(count[0])
         for i, view in enumerate(views):   # one photo's graph at a time, as in the joint fit
-            loss = render_loss(generator, latents[i:i + 1], view.camera, view.target, view.mask) / len(views)
+            planes = None if prefixes is None else prefixes[i].planes(generator)
+            loss = render_loss(generator, latents[i:i + 1], view.camera, view.target, view.mask, rays,
+                               planes) / len(views)
             loss.backward()
             total += float(loss.detach())
+        count[0] += 1
         return total
 
-    return tune_weights(generator, step_loss, steps, lr, progress, f"tuning the generator to {len(views)} photos")
+    return tune_weights(generator, step_loss, steps, lr, progress, f"tuning the generator to {len(views)} photos",
+                        plan.done)
 
 
 def face_id_for_photos(photos: list[Path], face_indices: list[int], model_id: str) -> str:
@@ -202,12 +228,14 @@ def invert_photos(generator: TriPlaneGenerator, photos: list[Path | Photo], mode
     basis = expression_basis(generator) if expressions else None
     joint = fit_shared_w_plus(generator, views, budget.fit_steps,
                               spread if spread is not None else torch.ones((), device=device), w_init, basis,
-                              landmark_regressor, progress=lambda f, m: report(0.15 + 0.45 * f, m))
+                              landmark_regressor, lr=budget.fit_lr, progress=lambda f, m: report(0.15 + 0.45 * f, m),
+                              sampling=budget.sampling)
     latents = view_latents(joint.w_plus, joint.expressions, basis)
     seconds["fit"] = time.perf_counter() - started
     started = time.perf_counter()
-    tuned, tune_losses = tune_generator_views(generator, latents, views, budget.tune_steps,
-                                              progress=lambda f, m: report(0.6 + 0.3 * f, m))
+    tuned, tune_losses = tune_generator_views(generator, latents, views, budget.tune_steps, budget.tune_lr,
+                                              progress=lambda f, m: report(0.6 + 0.3 * f, m),
+                                              sampling=budget.sampling)
     seconds["tune"] = time.perf_counter() - started
     details: list = [None] * count
     if local_detail is not None:

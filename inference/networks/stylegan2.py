@@ -270,14 +270,26 @@ class SynthesisNetwork(nn.Module):
         self.num_ws += 1  # the last block's toRGB
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        x, img, last_ws = self.run_prefix(ws, noise_mode)
+        return self.last_block(x, img, last_ws, noise_mode=noise_mode)[1]
+
+    @property
+    def last_block(self) -> "SynthesisBlock":
+        return getattr(self, f"b{self.block_resolutions[-1]}")
+
+    def run_prefix(self, ws: torch.Tensor,
+                   noise_mode: str = "random") -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """All blocks but the last -> their (x, img) and the slice of ws the last block reads: the part a
+        caller that tunes only the last block can compute once."""
         x = img = None
         w_idx = 0
-        for res in self.block_resolutions:
+        for res in self.block_resolutions[:-1]:
             block = getattr(self, f"b{res}")
             # Consecutive blocks share one w: block i's toRGB uses the same w as block i+1's conv0.
             x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode=noise_mode)
             w_idx += block.num_conv
-        return img
+        last = self.last_block
+        return x, img, ws.narrow(1, w_idx, last.num_conv + last.num_torgb)
 
 
 class StyleGAN2Backbone(nn.Module):

@@ -65,7 +65,11 @@ class TriPlaneGenerator(nn.Module):
     def synthesize_planes(self, ws: torch.Tensor, noise_mode: str = "const", hires: bool = True) -> torch.Tensor:
         """w_plus (N, num_ws, w_dim) -> planes (N, 3, C, R, R), at the high-resolution branch's R when the
         model has one (unless `hires` is off: the base tri-planes the 2D branch was trained on)."""
-        stacked = self.backbone.synthesis(ws, noise_mode=noise_mode)
+        return self.planes_from_stack(self.backbone.synthesis(ws, noise_mode=noise_mode), hires)
+
+    def planes_from_stack(self, stacked: torch.Tensor, hires: bool = True) -> torch.Tensor:
+        """The synthesis output (N, 3 * C, R, R) -> planes (N, 3, C, R', R'): split, 3D-aware refinement, and
+        the high-resolution branch (see `synthesize_planes`)."""
         planes = stacked.reshape(stacked.shape[0], 3, self.config.triplane_channels, *stacked.shape[-2:])
         if self.config.aware3d_layers:
             planes = self.triplane_refiner(planes)
