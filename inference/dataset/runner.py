@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..threads import THREADS_ENV, available_cores
 from . import manifest as manifests
 from .labels import DATASET_JSON, loader_problems, write_dataset_json
 from .progress import Progress
@@ -139,6 +140,8 @@ def run_chunk(settings: dict, items: list[dict], slot: str,
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env["TRIFACE_BATCH_WORKER"] = "1"   # the worker exits when our end of its stdin closes (see the worker)
+        if settings.get("engine_threads") and THREADS_ENV not in env:   # a user's own setting wins
+            env[THREADS_ENV] = str(settings["engine_threads"])
         if settings.get("extension"):   # a private Blender user folder: the extension installed there alone
             env["BLENDER_USER_RESOURCES"] = str(slot_dir / "blender-user")
         log_path = slot_dir / "worker.log"
@@ -369,6 +372,9 @@ def _run_pool(config: BatchConfig, settings: dict, chunks: list[list[dict]], sha
                 return
             run_chunk(settings, chunk, str(shard_dir / "workers" / f"slot-{slot}"), on_event)
 
+    # Each worker's engine gets its share of the cores, not all of them (Ray does the same through
+    # OMP_NUM_THREADS): two engines of two threads each on two cores only wait on each other.
+    settings = {**settings, "engine_threads": max(1, available_cores() // max(1, config.workers))}
     threads = [threading.Thread(target=serve, args=(slot,)) for slot in range(max(1, config.workers))]
     for thread in threads:
         thread.start()
