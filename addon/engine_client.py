@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ class Job:
     params: dict[str, Any]
     fraction: float = 0.0
     message: str = "waiting for the engine"
+    partial: dict[str, Any] | None = None   # the latest partial manifest (a preview head), see `wire`
+    partials: int = 0                       # how many have come: a poller compares it with what it has shown
     result: dict[str, Any] | None = None
     error: EngineError | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -161,16 +164,29 @@ class EngineClient:
             self.process.kill()
             self._died(f"the engine sent nothing for {STALL_TIMEOUT_S:.0f} s and was stopped")
 
-    def wait(self, job: Job, timeout: float | None = None) -> dict[str, Any]:
-        """Block until the job ends (background mode, start-up); return its result or raise its error."""
+    def wait(self, job: Job, timeout: float | None = None,
+             on_partial: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Block until the job ends (background mode, start-up); return its result or raise its error.
+        `on_partial(manifest)` runs on this thread for each partial that comes while the job runs, and for one
+        still unseen when it fails (nothing will replace that one)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        seen = 0
+
+        def deliver() -> None:
+            nonlocal seen
+            if on_partial is not None and job.partials > seen:
+                seen = job.partials
+                on_partial(job.partial)
+
         while not job.done.wait(0.2):
             self.check(job)
+            deliver()
             if deadline is not None and time.monotonic() > deadline and not job.finished:
                 self.stop()
                 raise EngineError(f"the engine did not answer '{job.op}' within {timeout:.0f} s",
                                   log_tail=self.log_tail())
         if job.error is not None:
+            deliver()
             raise job.error
         return job.result or {}
 
@@ -193,6 +209,9 @@ class EngineClient:
             if event.event == "progress":
                 job.fraction = float(event.data.get("fraction", job.fraction))
                 job.message = str(event.data.get("message", job.message))
+            elif event.event == "partial":
+                job.partial = event.data
+                job.partials += 1   # after the manifest: a poller that sees the count sees its manifest
             elif event.event == "result":
                 job.result, job.fraction = event.data, 1.0
                 self._finish(job)

@@ -3,8 +3,9 @@
 Everything for one face lives in a collection named after the photo: the head mesh object (one material per
 part, the baked texture packed into the .blend, shape keys), the input camera that sees it like the photo (the
 photo as its background), and an orbit rig (an Empty at the head's pivot with the orbit cameras parented to it).
-Building again for the same face updates these data blocks in place instead of adding new ones. Bulk data goes
-through foreach_set, never per-vertex Python loops.
+Building again for the same face updates these data blocks in place instead of adding new ones: so a preview
+head (the engine's first, unrefined head; see `wire`'s partial event) becomes the refined head when its result
+comes. Bulk data goes through foreach_set, never per-vertex Python loops.
 """
 
 from __future__ import annotations
@@ -224,14 +225,30 @@ def _fill_head(head: bpy.types.Object, manifest: dict, job_dir: Path) -> None:
               arrays.get("loop_uvs"), arrays.get("polygon_materials"))
     keys = (manifest.get("shape_keys") or {}).get("keys", [])
     fill_shape_keys(head, arrays["vertices"], keys, load_shape_key_offsets(job_dir, manifest))
+    head["triface_preview"] = bool(manifest.get("preview"))
 
 
-def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path) -> bpy.types.Object:
-    """Create (or update in place) the face's collection, head mesh, materials, input camera and orbit rig."""
+def head_name(manifest: dict) -> str:
+    """The name of the head object (and its mesh) a result is built into: one per photo."""
+    return f"{Path(manifest['photo']).stem} head"
+
+
+def is_preview(head: bpy.types.Object) -> bool:
+    """Whether the head is a preview: the engine's unrefined head, which its refined result replaces."""
+    return bool(head.get("triface_preview", False))
+
+
+def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path,
+               head: bpy.types.Object | None = None) -> bpy.types.Object:
+    """Create (or update in place) the face's collection, head mesh, materials, input camera and orbit rig.
+    `head`: the object to fill (the face's preview head, even if renamed since), else the one of `head_name`."""
     stem = Path(manifest["photo"]).stem
     collection = _collection(f"Face {stem}", scene.collection)
-    mesh = bpy.data.meshes.get(f"{stem} head") or bpy.data.meshes.new(f"{stem} head")
-    head = _object(f"{stem} head", mesh, collection)
+    if head is None:
+        name = head_name(manifest)
+        head = _object(name, bpy.data.meshes.get(name) or bpy.data.meshes.new(name), collection)
+    elif collection.objects.get(head.name) is None:
+        collection.objects.link(head)
     _fill_head(head, manifest, job_dir)
 
     camera = camera_object(f"{stem} photo camera", manifest["input_camera"], collection)

@@ -53,6 +53,7 @@ from .errors import NoFaceError, NoSurfaceError, TriFaceError
 from .evaluate_generator import geometry_figures, psnr
 from .preprocess.detect import detect_faces, landmarks_in_box, model_file
 from .fileio import atomic_write, atomic_write_text
+from .threads import configure_threads
 from .invert import STEP_BUDGETS, Budget, face_mask, parse_budget, use_weights, w_spread
 from .latent import sample_z
 from .model_landmarks import LandmarkRegressor, load_landmark_regressor
@@ -547,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("nothing to evaluate: give --images DIR and/or --synthetic N")
     if args.baseline_samples < 1:
         parser.error("--baseline-samples must be at least 1")
+    configure_threads()   # as the engine runs: its figures and timings are the engine's
     started = time.perf_counter()
     try:
         report, rows = evaluate(args.images, max(args.synthetic, 0), args.model, args.steps, args.resolution,

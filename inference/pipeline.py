@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from .cameras import (
 )
 from .asset.bake import PhotoView
 from .asset.build import TEXTURE_SIZES, TOPOLOGIES, HeadAsset, raw_asset, template_asset
+from .asset.register import RegistrationOptions
 from .errors import TriFaceError
 from .export import write_png
 from .invert import STEP_BUDGETS, Budget, ProgressFn, face_mask, fit_w_plus, tune_generator, use_weights
@@ -112,26 +114,32 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path | Photo, model_i
                  steps: int | Budget = STEP_BUDGETS["fast"], spread: torch.Tensor | None = None,
                  progress: ProgressFn | None = None, encoder: LatentEncoder | None = None,
                  landmark_regressor: LandmarkRegressor | None = None,
-                 local_detail: LocalDetailNet | None = None) -> FaceFit:
+                 local_detail: LocalDetailNet | None = None,
+                 on_prepared: Callable[[PreparedPhoto], None] | None = None) -> FaceFit:
     """Decode, find the face, estimate the camera, encode the crop (when the model has an encoder: the pivot,
     else w_avg), then refine: `steps` of w_plus fitting (an int), or a Budget of fitting and PTI tuning; last,
     when the model has a local-detail branch, lift the photo's detail onto the reconstruction. `photo_path` may
-    be a photo already loaded with `load_photo`."""
+    be a photo already loaded with `load_photo`. `on_prepared` sees the photo made ready, before refinement
+    (the engine shows its preview head from it)."""
     budget = steps if isinstance(steps, Budget) else Budget(int(steps), 0)
     report = progress or (lambda fraction, message: None)
     prepared = prepare_photo(generator, photo_path, face_index, encoder, landmark_regressor, report)
+    if on_prepared is not None:
+        on_prepared(prepared)
     seconds = dict(prepared.seconds)
-    alignment, target, mask, camera = prepared.alignment, prepared.target, prepared.mask, prepared.camera
+    target, mask, camera = prepared.target, prepared.mask, prepared.camera
     device = generator.w_avg.device
     started = time.perf_counter()
     fit = fit_w_plus(generator, target, mask, camera, steps=budget.fit_steps,
                      spread=spread if spread is not None else torch.ones((), device=device),
-                     w_init=prepared.pivot, progress=lambda f, m: report(0.1 + 0.5 * f, m),
-                     landmarks=prepared.landmark_target(landmark_regressor))
+                     w_init=prepared.pivot, lr=budget.fit_lr, progress=lambda f, m: report(0.1 + 0.5 * f, m),
+                     landmarks=prepared.landmark_target(landmark_regressor), sampling=budget.sampling)
     seconds["fit"] = time.perf_counter() - started
     started = time.perf_counter()
     tuned, tune_losses = tune_generator(generator, fit.w_plus, target, mask, camera,
-                                        steps=budget.tune_steps, progress=lambda f, m: report(0.6 + 0.3 * f, m))
+                                        steps=budget.tune_steps, lr=budget.tune_lr,
+                                        progress=lambda f, m: report(0.6 + 0.3 * f, m),
+                                        sampling=budget.sampling)
     seconds["tune"] = time.perf_counter() - started
     detail = None
     if local_detail is not None:
@@ -140,12 +148,8 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path | Photo, model_i
         detail = photo_detail(generator, local_detail, fit.w_plus, tuned, target, camera,
                               detail_region(generator, mask))
         seconds["detail"] = time.perf_counter() - started
-    photo = prepared.photo
-    return FaceFit(face_id=face_id_for(photo.path, face_index, model_id), photo=Path(photo.path),
-                   photo_size=photo.original_size, face_index=face_index, faces_found=prepared.faces_found,
-                   landmarks_photo=prepared.landmarks_photo, alignment=alignment, photo_scale=photo.scale,
-                   camera=camera[0].cpu().numpy(), w_plus=fit.w_plus, tuned=tuned, fit_losses=fit.losses, tune_losses=tune_losses,
-                   seconds=seconds, detail=detail)
+    return replace(prepared.face_fit(model_id), w_plus=fit.w_plus, tuned=tuned, fit_losses=fit.losses,
+                   tune_losses=tune_losses, seconds=seconds, detail=detail)
 
 
 @dataclass
@@ -171,6 +175,15 @@ class PreparedPhoto:
         points = torch.tensor(self.alignment.landmarks_crop, dtype=torch.float32, device=self.target.device)[None]
         return LandmarkTarget(regressor, points, size, self.alignment.yaw)
 
+    def face_fit(self, model_id: str) -> FaceFit:
+        """The face as the encoder and the landmark fit leave it, before refinement: the pivot as w_plus, no
+        tuning, no detail (the preview head; `invert_photo` adds what refinement finds)."""
+        photo = self.photo
+        return FaceFit(face_id=face_id_for(photo.path, self.face_index, model_id), photo=Path(photo.path),
+                       photo_size=photo.original_size, face_index=self.face_index, faces_found=self.faces_found,
+                       landmarks_photo=self.landmarks_photo, alignment=self.alignment, photo_scale=photo.scale,
+                       camera=self.camera[0].cpu().numpy(), w_plus=self.pivot, seconds=dict(self.seconds))
+
     def with_alignment(self, alignment: Alignment) -> "PreparedPhoto":
         """The same photo seen through another crop camera (a pose re-estimated against a fitted head)."""
         target, mask, camera = crop_tensors(self.photo.pixels, alignment, self.target.device)
@@ -184,19 +197,22 @@ def prepare_photo(generator: TriPlaneGenerator, photo_path: Path | Photo, face_i
     mean head, the encoder's pivot, and, with a landmark regressor, head and pose fitted to the landmarks."""
     report = report or (lambda fraction, message: None)
     seconds: dict[str, float] = {}
-    started = time.perf_counter()
     report(0.0, "reading the photo")
     photo = photo_path if isinstance(photo_path, Photo) else load_photo(photo_path)
+    seconds["decode"] = photo.decode_seconds   # also when the caller decoded it before
+    started = time.perf_counter()
     report(0.05, "finding the face")
     faces = detect_faces(photo.pixels)
     face = select_face(faces, face_index, Path(photo.path).name, photo.pixels.shape[1::-1])
+    seconds["detect"] = time.perf_counter() - started
+    started = time.perf_counter()
     height, width = photo.pixels.shape[:2]
     crop_size = generator.config.img_resolution
     device = generator.w_avg.device
     alignment = estimate_pose(face.landmarks, (width, height), mean_landmarks_3d(), crop_size=crop_size)
-    seconds["preprocess"] = time.perf_counter() - started
-
     target, mask, camera = crop_tensors(photo.pixels, alignment, device)
+    seconds["align"] = time.perf_counter() - started
+
     pivot = generator.w_avg.detach()[None, None].expand(1, generator.num_ws, -1)
     if encoder is not None:
         started = time.perf_counter()
@@ -348,11 +364,13 @@ def mesh_landmarks(fit: FaceFit, mesh: Mesh) -> np.ndarray:
 def head_asset(generator: TriPlaneGenerator, fit: FaceFit, w_plus: torch.Tensor, mesh: Mesh,
                landmarks: np.ndarray, request: AssetRequest, photo: Photo | None, edits: list[dict],
                progress: ProgressFn | None = None, detail: LocalDetail | ViewsDetail | None = None,
-               views: list[PhotoView] | None = None) -> tuple[HeadAsset, list[str]]:
+               views: list[PhotoView] | None = None,
+               registration_options: RegistrationOptions | None = None) -> tuple[HeadAsset, list[str]]:
     """The head the result carries, and warnings for the user: the registered template with its texture and
     shape keys, or the raw mesh (also when the template cannot be fitted: too few landmarks on the surface).
     An edited face passes its photos re-aligned to the edit (`inference.editing.detail.follow_edit`): its local
-    `detail` and the bake's `views`; otherwise the fit's own detail and photos are used."""
+    `detail` and the bake's `views`; otherwise the fit's own detail and photos are used. `registration_options`:
+    the template's fit (a preview head trades accuracy for speed), the default otherwise."""
     report = progress or (lambda fraction, message: None)
     cfg = generator.config
     view = photo_views(fit, photo, generator) if not views else views[0] if len(views) == 1 else views
@@ -369,8 +387,8 @@ def head_asset(generator: TriPlaneGenerator, fit: FaceFit, w_plus: torch.Tensor,
             try:
                 # The landmarks were lifted onto the mesh along the crop camera's rays (see `mesh_landmarks`).
                 return template_asset(mesh.vertices, mesh.faces, landmarks, cfg.metres_per_unit * 1000.0,
-                                      field_colours, view, request.texture_size, edits, yaw=fit.alignment.yaw,
-                                      camera_position=fit.alignment.cam2world[:3, 3]), warnings
+                                      field_colours, view, request.texture_size, edits, registration_options,
+                                      yaw=fit.alignment.yaw, camera_position=fit.alignment.cam2world[:3, 3]), warnings
             except ValueError as exc:
                 warnings.append(f"the template head could not be fitted ({exc}); this head is the raw surface")
         report(0.94, "unwrapping the surface" if request.texture_size else "writing the surface")

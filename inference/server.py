@@ -10,6 +10,7 @@ or Blender went away) the engine exits.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import queue
 import sys
@@ -18,9 +19,15 @@ import time
 import traceback
 from typing import Any, TextIO
 
+import os
+from typing import TYPE_CHECKING
+
 from .errors import Cancelled, TriFaceError
-from .session import Session
+from .threads import configure_threads, thread_environment
 from .wire import Event, Request, WireError
+
+if TYPE_CHECKING:
+    from .session import Session
 
 log = logging.getLogger("triface.server")
 
@@ -78,9 +85,17 @@ class Server:
                 self.emit(request.id, "progress", {"fraction": round(min(max(fraction, 0.0), 1.0), 4),
                                                    "message": message})
 
+        def partial(data: dict[str, Any]) -> None:
+            # Never rate-limited: a partial is a whole head the add-on shows at once, and there is one per request.
+            if request.id in self.cancelled:
+                raise Cancelled(f"request {request.id} ({request.op}) was cancelled")
+            self.emit(request.id, "partial", data)
+
         try:
             progress(0.0, f"{request.op} started")
-            result = getattr(self.session, request.op)(request.params, progress)
+            op = getattr(self.session, request.op)
+            streams = "partial" in inspect.signature(op).parameters   # ops that can send a head before their end
+            result = op(request.params, progress, partial) if streams else op(request.params, progress)
             self.emit(request.id, "result", result)
         except TriFaceError as exc:
             self.emit(request.id, "error", {"type": type(exc).__name__, "message": str(exc)})
@@ -102,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     events = sys.stdout
     sys.stdout = sys.stderr   # a stray print must never corrupt the protocol stream
+    # The thread pools are sized before torch loads (OpenMP reads its environment then), and once.
+    for key, value in thread_environment().items():
+        os.environ.setdefault(key, value)
+    from .session import Session
+
+    log.info("threads: %s", configure_threads())
     server = Server(Session(args.model, args.device), events)
     threading.Thread(target=server.read, args=(sys.stdin,), name="triface-reader", daemon=True).start()
     log.info("engine ready (model %s, device %s)", args.model, args.device)

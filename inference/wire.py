@@ -6,10 +6,16 @@ into `.npz` files and images into `.png` files inside the request's job folder, 
 
     request  {"protocol": 1, "id": "7", "op": "invert", "params": {...}}
     event    {"protocol": 1, "id": "7", "event": "progress", "data": {"fraction": 0.4, "message": "..."}}
+             {"protocol": 1, "id": "7", "event": "partial", "data": {...}}
              {"protocol": 1, "id": "7", "event": "result", "data": {...}}
              {"protocol": 1, "id": "7", "event": "error", "data": {"type": "NoFaceError", "message": "...",
                                                                  "traceback": "..."}}
-Every request ends with exactly one `result` or `error` event; `progress` events may come before it.
+Every request ends with exactly one `result` or `error` event; `progress` events may come before it. An invert
+of one photo whose params ask for it ("preview": true) and whose budget refines (not "preview") also sends one
+`partial` event before its end: a complete result manifest (the same schema as `result`, plus "preview": true)
+of a preview head, the encoder's and landmark fit's before refinement, whose files are in the job folder's
+subfolder `preview/` (PREVIEW_FOLDER). The result that follows replaces it; a request that does not ask never
+sees one.
 Ops (their params and results are documented in `inference/session.py`, which implements them):
   hello, load_model, invert, sample, synthesize, latent, render_views, release, cancel (params {"target": id}),
   shutdown.
@@ -28,7 +34,8 @@ from typing import Any
 PROTOCOL_VERSION = 1
 OPS = ("hello", "load_model", "invert", "sample", "synthesize", "latent", "render_views", "learn_direction",
        "release", "cancel", "shutdown")
-EVENTS = ("progress", "result", "error")
+EVENTS = ("progress", "partial", "result", "error")
+PREVIEW_FOLDER = "preview"   # a partial's files, inside the request's job folder
 
 # Arrays of a face mesh in `mesh.npz`, all in Blender's world frame (Z up, metres). Polygons are listed as
 # Blender stores them: their corners (loops) one polygon after another, and each polygon's corner count.

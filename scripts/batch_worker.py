@@ -208,7 +208,7 @@ class Worker:
         self.runtime.failures.pop(name, None)
         try:
             if source.kind == "photo":
-                bpy.ops.triface.import_face(filepath=source.path, face_index=0, **options)
+                bpy.ops.triface.import_face(filepath=source.path, face_index=0, preview=False, **options)
             else:
                 bpy.ops.triface.add_random_face(seed=source.seed, count=1, truncation=source.truncation, **options)
         except RuntimeError as exc:

@@ -160,7 +160,8 @@ def main() -> int:
     for photo in args.photos:
         try:
             bpy.ops.triface.import_face(filepath=str(photo.resolve()), face_index=args.face_index,
-                                        topology=args.topology, texture_size=args.texture_size)
+                                        topology=args.topology, texture_size=args.texture_size,
+                                        preview=False)   # headless: nobody looks at it
         except RuntimeError as exc:
             failed.append(photo)
             print(f"{photo}: {exc}", file=sys.stderr)

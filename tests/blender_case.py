@@ -429,6 +429,94 @@ def case_learned_sliders(workdir: str, model_folder: str, photo: str, positive: 
     return facts
 
 
+def _head_state(head: bpy.types.Object) -> dict:
+    """Identity and contents of a head: which data blocks it is, and what a refined head adds to a preview."""
+    mesh = head.data
+    images = sorted({n.image.name for m in mesh.materials for n in m.node_tree.nodes
+                     if n.bl_idname == "ShaderNodeTexImage" and n.image})
+    return {"name": head.name, "uid": head.session_uid, "pointer": head.as_pointer(), "mesh": mesh.name,
+            "mesh_pointer": mesh.as_pointer(), "collections": [c.name for c in head.users_collection],
+            "status": head.triface.status, "preview_flag": bool(head.get("triface_preview")),
+            "vertices": len(mesh.vertices), "shape_keys": len(mesh.shape_keys.key_blocks) if mesh.shape_keys else 0,
+            "images": images, "camera": head.triface.input_camera}
+
+
+def _scene_blocks() -> dict:
+    return scene_counts() | {"orphan_meshes": sorted(m.name for m in bpy.data.meshes if m.users == 0),
+                             "head_objects": sorted(h.name for h in heads())}
+
+
+def _progressive_import(photo: str, steps: int, cancel_on_preview: bool = False, headless: bool = False) -> dict:
+    """One photo through the add-on's FaceImport, as the import operator drives it: tick by tick (the modal
+    operator's timer), cancelled as soon as the preview head shows if asked; or `headless`, run to its end."""
+    runtime = sys.modules[f"{ADDON}.runtime"]
+    operators = sys.modules[f"{ADDON}.operators"]
+    reports, adopted = [], []
+
+    def request(source: str, job_dir: Path) -> tuple[str, dict]:
+        params = runtime.invert_params(source, 0, job_dir, "TEMPLATE", "1024", preview=True)
+        return "invert", params | {"steps": steps}   # a short refinement keeps the test short
+
+    def adopt(head: bpy.types.Object, manifest: dict) -> None:
+        adopted.append({"preview": bool(manifest.get("preview")), "uid": head.session_uid})
+
+    face_import = operators.FaceImport([photo], request, lambda kinds, message: reports.append(message),
+                                       adopt=adopt)
+    facts: dict = {"before": _scene_blocks()}
+    started = time.perf_counter()
+    if headless:
+        face_import.run(bpy.context)
+    else:
+        idle_ticks, job = [], None
+        while True:
+            shown, settled = face_import.partials_shown, face_import.settled
+            tick_started = time.perf_counter()
+            finished = face_import.tick(bpy.context)
+            took = time.perf_counter() - tick_started
+            job = face_import.job or job
+            if face_import.partials_shown > shown:
+                head = face_import.preview_head()
+                facts["preview"] = {"seconds": time.perf_counter() - started, "tick_seconds": took,
+                                    "job_running": face_import.job is not None and not face_import.job.finished,
+                                    "head": head and _head_state(head), "blocks": _scene_blocks()}
+                if cancel_on_preview:
+                    face_import.cancel()
+            elif face_import.settled > settled:
+                facts["final_tick_seconds"] = took
+            else:
+                idle_ticks.append(took)
+            if finished:
+                break
+            time.sleep(0.05)
+        facts["slowest_idle_tick_seconds"] = max(idle_ticks)
+        facts["ticks"] = len(idle_ticks)
+        facts["job_error"] = job.error.kind if job.error else None
+    facts["seconds"] = time.perf_counter() - started
+    head = bpy.data.objects.get(f"{Path(photo).stem} head")
+    facts |= {"head": head and _head_state(head), "after": _scene_blocks(), "reports": reports, "adopted": adopted,
+              "imported": face_import.imported, "previews_kept": face_import.previews_kept,
+              "failed": face_import.failed}
+    return facts
+
+
+def case_progressive(workdir: str, photo: str, other: str) -> dict:
+    """Imports that show a preview head at once and refine it in place: driven tick by tick as the modal operator
+    does (the UI's path), one cancelled once its preview shows, and run to their end as in background mode."""
+    runtime = sys.modules[f"{ADDON}.runtime"]
+    runtime.engine().start()   # the engine's start-up is not the import's
+    facts = {"refined": _progressive_import(photo, steps=2)}
+    facts["cancelled"] = _progressive_import(other, steps=2, cancel_on_preview=True)
+    # Background mode (FaceImport.run): the kept preview is refined by importing it again, in place.
+    facts["headless_over_kept_preview"] = _progressive_import(other, steps=2, headless=True)
+    # A re-import over a refined head: no preview over it; the head, and its shape keys' values, stay.
+    head = bpy.data.objects[f"{Path(photo).stem} head"]
+    head.data.shape_keys.key_blocks["jawOpen"].value = 0.7
+    facts["headless_reimport"] = _progressive_import(photo, steps=2, headless=True)
+    facts["headless_reimport"]["jaw_open_after"] = head.data.shape_keys.key_blocks["jawOpen"].value
+    runtime.shutdown()
+    return facts
+
+
 def main() -> int:
     case, zip_path, workdir, *rest = sys.argv[1:]
     install(zip_path)
@@ -448,6 +536,8 @@ def main() -> int:
         facts = case_learned_sliders(workdir, *rest)
     elif case == "one_person":
         facts = case_one_person(workdir, *rest)
+    elif case == "progressive":
+        facts = case_progressive(workdir, *rest)
     else:
         raise SystemExit(f"unknown case {case}")
     print("FACTS " + json.dumps(facts), flush=True)

@@ -219,3 +219,62 @@ def test_several_photos_at_once_import_several_faces_without_duplicates(faults):
     assert faults["multi"] == ["FINISHED"]
     assert len(faults["heads_after_multi"]) == faults["heads_after_kill"] + 1
     assert "skimage_astronaut head" in faults["heads_after_multi"]
+
+
+@pytest.fixture(scope="module")
+def progressive(blender, extension_zip, tmp_path_factory) -> dict:
+    facts = run_case(blender, "progressive", extension_zip, tmp_path_factory.mktemp("progressive"), FRONTAL,
+                     PHOTOS / "skimage_astronaut.png")
+    refined = facts["refined"]
+    print(f"preview head after {refined['preview']['seconds']:.2f} s, refined head after {refined['seconds']:.2f} s; "
+          f"ticks: preview {refined['preview']['tick_seconds']:.3f} s, result {refined['final_tick_seconds']:.3f} s, "
+          f"slowest other {refined['slowest_idle_tick_seconds']:.4f} s")
+    return facts
+
+
+def test_a_preview_head_shows_while_the_engine_refines_and_the_result_fills_the_same_object(progressive):
+    refined = progressive["refined"]
+    preview, final = refined["preview"]["head"], refined["head"]
+    assert refined["preview"]["job_running"]
+    assert preview["preview_flag"] and preview["status"].startswith("Preview")
+    assert preview["shape_keys"] == 0 and preview["images"] == []   # vertex colours only: the result brings the rest
+    identity = ("name", "uid", "pointer", "mesh", "mesh_pointer", "collections", "camera")
+    assert {k: final[k] for k in identity} == {k: preview[k] for k in identity}
+    assert not final["preview_flag"] and final["status"] == "Imported"
+    assert final["shape_keys"] > 50 and final["images"] == ["congress_C000537 texture"]
+    assert [a["preview"] for a in refined["adopted"]] == [True, False]
+
+
+def test_refining_in_place_adds_no_data_blocks_but_the_texture(progressive):
+    refined = progressive["refined"]
+    during, after = refined["preview"]["blocks"], refined["after"]
+    assert after["head_objects"] == ["congress_C000537 head"]
+    assert {k: v for k, v in after.items() if k != "images"} == {k: v for k, v in during.items() if k != "images"}
+    assert after["images"] == during["images"] + 1 and after["orphan_meshes"] == []
+
+
+def test_cancelling_after_the_preview_keeps_the_preview_head_and_says_so(progressive):
+    cancelled = progressive["cancelled"]
+    assert cancelled["job_error"] == "Cancelled"
+    assert cancelled["head"]["uid"] == cancelled["preview"]["head"]["uid"]
+    assert cancelled["head"]["status"] == "Preview (refinement cancelled)" and cancelled["head"]["preview_flag"]
+    assert cancelled["previews_kept"] == 1 and cancelled["imported"] == 0 and cancelled["failed"] == []
+    assert cancelled["after"] == cancelled["preview"]["blocks"]
+    assert any("preview head is kept" in report for report in cancelled["reports"])
+
+
+def test_in_background_mode_importing_again_refines_a_kept_preview_in_place(progressive):
+    again = progressive["headless_over_kept_preview"]
+    kept = progressive["cancelled"]["head"]
+    assert [a["preview"] for a in again["adopted"]] == [True, False]
+    assert {a["uid"] for a in again["adopted"]} == {kept["uid"]} and again["head"]["uid"] == kept["uid"]
+    assert again["head"]["status"] == "Imported" and again["head"]["shape_keys"] > 50
+    assert again["after"]["meshes"] == again["before"]["meshes"] and again["after"]["orphan_meshes"] == []
+
+
+def test_reimporting_a_refined_head_shows_no_preview_over_it_and_keeps_its_shape_key_values(progressive):
+    reimport = progressive["headless_reimport"]
+    assert [a["preview"] for a in reimport["adopted"]] == [False]
+    assert reimport["head"]["uid"] == progressive["refined"]["head"]["uid"]
+    assert reimport["after"] == reimport["before"]
+    assert reimport["jaw_open_after"] == pytest.approx(0.7)

@@ -185,6 +185,29 @@ def test_engine_cancels_a_running_request_cooperatively(engine, tmp_path):
     assert not (tmp_path / "job" / "mesh.npz").exists()
 
 
+def test_an_invert_that_asks_for_a_preview_sends_one_preview_head_before_its_result(engine, tmp_path):
+    params = {"image": str(PHOTO), "steps": 1, "mesh_resolution": 96, "texture_size": None}
+    engine.send("5", "invert", params | {"job_dir": str(tmp_path / "asked"), "preview": True})
+    events = engine.until_end("5")
+    assert [e.event for e in events if e.event != "progress"] == ["partial", "result"]
+    preview, result = next(e.data for e in events if e.event == "partial"), events[-1].data
+    assert preview["preview"] is True and "preview" not in result
+    # A whole result of its own, in the job folder's preview/ subfolder: the same face, seen by the same camera.
+    mesh = wire.load_arrays(tmp_path / "asked" / wire.PREVIEW_FOLDER / preview["mesh"]["file"], wire.MESH_ARRAYS)
+    assert len(mesh["vertices"]) == preview["mesh"]["vertices"] and preview["mesh"]["topology"] == "template"
+    assert preview["texture"] is None and preview["shape_keys"] is None
+    assert preview["face_id"] == result["face_id"] and preview["input_camera"] == result["input_camera"]
+
+
+def test_an_invert_sends_no_preview_unless_asked_or_when_nothing_refines_after_it(engine, tmp_path):
+    params = {"image": str(PHOTO), "steps": 1, "mesh_resolution": 96, "texture_size": None}
+    for request_id, extra in (("6", {}), ("7", {"preview": True, "steps": "preview"})):
+        engine.send(request_id, "invert", params | extra | {"job_dir": str(tmp_path / request_id)})
+        events = engine.until_end(request_id)
+        assert events[-1].event == "result" and "partial" not in {e.event for e in events}
+        assert not (tmp_path / request_id / wire.PREVIEW_FOLDER).exists()
+
+
 def test_engine_exits_on_shutdown(engine):
     engine.send("9", "shutdown")
     assert engine.until_end("9")[-1].data == {"stopped": True}

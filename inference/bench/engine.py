@@ -1,16 +1,15 @@
-"""`python -m inference.bench`: speed and peak memory of the engine's stages, printed and written as JSON.
+"""The engine's parts timed one at a time, and how the benchmarks measure time and memory.
 
-Stages: mapping, tri-plane synthesis, one full image at neural rendering resolution 64 and 128 (volume
-render + super-resolution), density at 1M random points, and mesh extraction (grid density, marching
-cubes, largest component, vertex colours) at 128^3 and 256^3. With `--photos DIR`, instead: decoding and
-face detection for each image in DIR (size, the copy the face was found on, seconds, peak memory). Each is timed after a warm-up run; memory is
-the peak above the stage's starting point (CUDA: allocator peak; CPU: resident set size, sampled).
+`bench_preset`: mapping, tri-plane synthesis, one full image at neural rendering resolution 64 and 128 (volume
+render + super-resolution), density at 1M random points, and mesh extraction (grid density, marching cubes,
+largest component, vertex colours) at 128^3 and 256^3, on a preset's randomly initialised network.
+`bench_photos`: decoding and face detection for each image of a folder. Each stage is timed after a warm-up
+run; memory is the peak above the stage's starting point (`PeakMemory`: CUDA allocator peak; CPU resident set
+size, sampled).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
@@ -22,14 +21,12 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .cameras import frontal_camera_label
-from .config import PRESETS
-from .errors import NoSurfaceError
-from .fileio import atomic_write_text
-from .mesh import extract_mesh
-from .model_io import select_device
-from .networks.triplane import TriPlaneGenerator
+from .. import __version__
+from ..cameras import frontal_camera_label
+from ..config import PRESETS
+from ..errors import NoSurfaceError
+from ..mesh import extract_mesh
+from ..networks.triplane import TriPlaneGenerator
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -123,9 +120,9 @@ def bench_preset(preset: str, device: torch.device, quick: bool) -> dict[str, An
 
 def bench_photos(folder: Path, device: torch.device, quick: bool) -> list[dict[str, Any]]:
     """Decode and detect on every file of `folder` (each a photo as a user gives it)."""
-    from .errors import TriFaceError
-    from .preprocess.decode import load_photo
-    from .preprocess.detect import detect_faces
+    from ..errors import TriFaceError
+    from ..preprocess.decode import load_photo
+    from ..preprocess.detect import detect_faces
 
     results = []
     for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
@@ -147,53 +144,8 @@ def bench_photos(folder: Path, device: torch.device, quick: bool) -> list[dict[s
 def machine_info(device: torch.device) -> dict[str, Any]:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "device": str(device), "engine": __version__}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inference.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["ffhq512", "default-small"], choices=sorted(PRESETS))
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--out", type=Path, default=Path("bench/engine.json"))
-    parser.add_argument("--quick", action="store_true", help="one timed run per stage instead of three")
-    parser.add_argument("--photos", type=Path, help="time decoding and face detection on the files of this folder")
-    args = parser.parse_args(argv)
-    device = select_device(args.device)
-    if args.photos is not None:
-        report = {"machine": machine_info(device), "photos": bench_photos(args.photos, device, args.quick)}
-        print(f"machine: {report['machine']}")
-        for item in report["photos"]:
-            if "error" in item:
-                print(f"  {item['photo']:<26} error: {item['error']}")
-                continue
-            found = "no face" if not item["faces"] else \
-                f"found turned {item['rotation_deg']:+.0f} deg" + (", upscaled" if item["upscaled"] else "")
-            print(f"  {item['photo']:<26} {item['size'][0]:>5}x{item['size'][1]:<5} decode "
-                  f"{item['decode']['seconds']:6.3f} s  detect {item['detect']['seconds']:6.3f} s  peak +"
-                  f"{max(item['decode']['peak_mib'], item['detect']['peak_mib']):6.1f} MiB  {found}")
-        out = args.out if args.out != Path("bench/engine.json") else Path("bench/photos.json")
-        atomic_write_text(out, json.dumps(report, indent=2))
-        print(f"\nwrote {out}")
-        return 0
-    report = {"machine": machine_info(device), "presets": []}
-    print(f"machine: {report['machine']}")
-    for preset in args.presets:
-        result = bench_preset(preset, device, args.quick)
-        report["presets"].append(result)
-        print(f"\n{preset} ({result['parameters'] / 1e6:.2f} M parameters, {result['img_resolution']} px output)")
-        for name, stage in result["stages"].items():
-            if "error" in stage:
-                print(f"  {name:<20} error: {stage['error']}")
-            else:
-                print(f"  {name:<20} {stage['seconds']:8.3f} s   peak +{stage['peak_mib']:8.1f} MiB")
-    atomic_write_text(args.out, json.dumps(report, indent=2))
-    print(f"\nwrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

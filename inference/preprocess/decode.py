@@ -11,7 +11,8 @@ Formats: whatever Pillow reads (JPEG, PNG, WebP, TIFF, BMP, GIF, AVIF, ...) and 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +44,16 @@ class Photo:
     """An upright RGB photo. `pixels` (H, W, 3) uint8; `original_size` (W, H) of the upright file before
     any reduction; `scale` maps original pixel coordinates onto `pixels`, exactly and on both axes.
     `as_stored`: the file itself, opened by any viewer, shows exactly `pixels` (an upright 8-bit JPEG or PNG
-    without alpha, not reduced), so it can stand for them; otherwise only `pixels` show what was fitted."""
+    without alpha, not reduced), so it can stand for them; otherwise only `pixels` show what was fitted.
+    `decode_seconds`: what reading the file cost; it travels with the photo because the engine decodes before
+    the stages it times begin (see `pipeline.prepare_photo`)."""
 
     pixels: np.ndarray
     path: Path
     original_size: tuple[int, int]
     scale: float
     as_stored: bool = False
+    decode_seconds: float = field(default=0.0, compare=False)
 
 
 def load_photo(path, max_megapixels: float = 250, max_side: int = MAX_SIDE) -> Photo:
@@ -59,6 +63,7 @@ def load_photo(path, max_megapixels: float = 250, max_side: int = MAX_SIDE) -> P
     Files over `max_megapixels` are refused before decoding (decompression bombs, absurd scans).
     Raises PhotoError for missing, unreadable, corrupt or truncated files.
     """
+    started = time.perf_counter()
     path = Path(path)
     if not path.exists():
         raise PhotoError(f"{path}: no such file; check the path")
@@ -77,7 +82,7 @@ def load_photo(path, max_megapixels: float = 250, max_side: int = MAX_SIDE) -> P
     pixels, resize_scale = _cap_size(pixels, max_side)
     scale = draft_scale * resize_scale
     return Photo(pixels=pixels, path=path, original_size=original_size, scale=scale,
-                 as_stored=viewer_exact and scale == 1.0)
+                 as_stored=viewer_exact and scale == 1.0, decode_seconds=time.perf_counter() - started)
 
 
 def _unrecognised_message(path: Path) -> str:
