@@ -17,13 +17,10 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, TextIO
-
-import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import Cancelled, TriFaceError
-from .threads import configure_threads, thread_environment
+from .threads import configure_threads
 from .wire import Event, Request, WireError
 
 if TYPE_CHECKING:
@@ -117,12 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     events = sys.stdout
     sys.stdout = sys.stderr   # a stray print must never corrupt the protocol stream
-    # The thread pools are sized before torch loads (OpenMP reads its environment then), and once.
-    for key, value in thread_environment().items():
-        os.environ.setdefault(key, value)
+    # The thread pools are sized once, before torch loads (OpenMP reads its environment then): the session
+    # module imports torch, so it is imported only after.
+    log.info("threads: %s", configure_threads())
     from .session import Session
 
-    log.info("threads: %s", configure_threads())
     server = Server(Session(args.model, args.device), events)
     threading.Thread(target=server.read, args=(sys.stdin,), name="triface-reader", daemon=True).start()
     log.info("engine ready (model %s, device %s)", args.model, args.device)

@@ -55,12 +55,12 @@ def thread_environment(threads: int | None = None) -> dict[str, str]:
 def configure_threads(threads: int | None = None) -> dict[str, Any]:
     """Size every pool of this process (see the module's docstring) and say what was set: torch intra-op
     threads, inter-op threads, the BLAS and OpenCV pools. Call once, at engine start; the environment part
-    (`thread_environment`) only takes effect when set before torch loads."""
-    import torch
-
+    (`thread_environment`) only takes effect when this runs before torch loads, as the engine server does."""
     threads = engine_threads() if threads is None else max(1, int(threads))
     for key, value in thread_environment(threads).items():
         os.environ.setdefault(key, value)
+    import torch
+
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)   # nothing here runs torch ops in parallel with each other

@@ -43,9 +43,9 @@ def test_a_value_already_in_the_environment_is_kept(monkeypatch):
 def test_the_engine_process_sizes_its_pools_once_at_start():
     """What `python -m inference.server` does before torch loads, in a fresh process: torch gets the given share,
     one inter-op thread; the BLAS and OpenCV pools one thread each; idle OpenMP threads sleep."""
-    script = ("import os, json\n"
-              "from inference.threads import configure_threads, thread_environment\n"
-              "os.environ.update(thread_environment())\n"
+    script = ("import json, sys\n"
+              "from inference.threads import configure_threads\n"
+              "assert 'torch' not in sys.modules   # the environment part must come before torch loads\n"
               "report = configure_threads()\n"
               "import torch\n"
               "report['after'] = [torch.get_num_threads(), torch.get_num_interop_threads()]\n"
