@@ -365,12 +365,14 @@ def head_asset(generator: TriPlaneGenerator, fit: FaceFit, w_plus: torch.Tensor,
                landmarks: np.ndarray, request: AssetRequest, photo: Photo | None, edits: list[dict],
                progress: ProgressFn | None = None, detail: LocalDetail | ViewsDetail | None = None,
                views: list[PhotoView] | None = None,
-               registration_options: RegistrationOptions | None = None) -> tuple[HeadAsset, list[str]]:
+               registration_options: RegistrationOptions | None = None,
+               shape_keys: bool = True) -> tuple[HeadAsset, list[str]]:
     """The head the result carries, and warnings for the user: the registered template with its texture and
     shape keys, or the raw mesh (also when the template cannot be fitted: too few landmarks on the surface).
     An edited face passes its photos re-aligned to the edit (`inference.editing.detail.follow_edit`): its local
     `detail` and the bake's `views`; otherwise the fit's own detail and photos are used. `registration_options`:
-    the template's fit (a preview head trades accuracy for speed), the default otherwise."""
+    the template's fit (a preview head trades accuracy for speed), the default otherwise; without `shape_keys`
+    the template head has none (a preview's result brings them)."""
     report = progress or (lambda fraction, message: None)
     cfg = generator.config
     view = photo_views(fit, photo, generator) if not views else views[0] if len(views) == 1 else views
@@ -388,7 +390,8 @@ def head_asset(generator: TriPlaneGenerator, fit: FaceFit, w_plus: torch.Tensor,
                 # The landmarks were lifted onto the mesh along the crop camera's rays (see `mesh_landmarks`).
                 return template_asset(mesh.vertices, mesh.faces, landmarks, cfg.metres_per_unit * 1000.0,
                                       field_colours, view, request.texture_size, edits, registration_options,
-                                      yaw=fit.alignment.yaw, camera_position=fit.alignment.cam2world[:3, 3]), warnings
+                                      yaw=fit.alignment.yaw, camera_position=fit.alignment.cam2world[:3, 3],
+                                      shape_keys=shape_keys), warnings
             except ValueError as exc:
                 warnings.append(f"the template head could not be fitted ({exc}); this head is the raw surface")
         report(0.94, "unwrapping the surface" if request.texture_size else "writing the surface")

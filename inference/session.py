@@ -299,8 +299,8 @@ class Session:
         request = dataclasses.replace(_asset_request(params), texture_size=None)
         edit_list = self.directions.describe()
         asset, warnings = head_asset(generator, fit, fit.w_plus, mesh, landmarks, request, None, edit_list,
-                                     lambda f, m: report(m), registration_options=PREVIEW_REGISTRATION)
-        asset = dataclasses.replace(asset, shape_keys=[], shape_offsets=None)
+                                     lambda f, m: report(m), registration_options=PREVIEW_REGISTRATION,
+                                     shape_keys=False)
         report("writing the preview head")
         manifest = write_face_result(job_dir, generator, fit, asset, landmarks, edit_list, {},
                                      camera_photo(prepared.photo, job_dir), warnings)

@@ -82,10 +82,11 @@ def template_asset(surface_vertices: np.ndarray, surface_triangles: np.ndarray, 
                    mm_per_unit: float, field_colours: FieldColours, view: PhotoView | None,
                    texture_size: int | None = 2048, edits: list[dict] | None = None,
                    registration_options: RegistrationOptions | None = None, yaw: float = 0.0,
-                   camera_position: np.ndarray | None = None) -> HeadAsset:
+                   camera_position: np.ndarray | None = None, shape_keys: bool = True) -> HeadAsset:
     """Register the template onto a surface (EG3D world) whose 68 landmarks are `landmarks` (68, 3, NaN where
     unknown; dlib's, lifted onto the surface from `camera_position` at orbit `yaw`, see `register_template`),
-    bake its texture from `view` and the model's colour field, and attach its shape keys."""
+    bake its texture from `view` and the model's colour field, and attach its shape keys (unless `shape_keys` is
+    off: a preview head, which its result replaces, skips their 0.2 s)."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     template = load_template()
@@ -115,20 +116,28 @@ def template_asset(surface_vertices: np.ndarray, surface_triangles: np.ndarray, 
         seconds["bake"] = time.perf_counter() - started
         metrics["texture_photo_fraction"] = float((bake.direct_weight > 0.5).mean())
 
+    metrics["folded_face_triangles"] = float(folded_face_triangles(registration.fitted, vertices, template))
+    keys, offsets = template_shape_keys(template, registration, edits or [], mm_per_unit) if shape_keys else ([], None)
+    return HeadAsset(topology="template", vertices=vertices, loop_vertices=loop_vertices,
+                     polygon_sizes=polygon_sizes, colors=colors, materials=MATERIALS,
+                     polygon_materials=template.polygon_materials, loop_uvs=template.loop_uvs(), texture=texture,
+                     shape_keys=keys, shape_offsets=offsets, metrics=metrics, seconds=seconds)
+
+
+def template_shape_keys(template: Template, registration: Registration, edits: list[dict],
+                        mm_per_unit: float) -> tuple[list[ShapeKey], np.ndarray]:
+    """The registered head's shape keys: ARKit's blendshapes, then one per model edit with a geometric effect,
+    and their offsets (K, V, 3), world units."""
     keys = [ShapeKey(name, 0.0, 1.0) for name in template.arkit_names]
     offsets = [registration.to_world(template.arkit_basis).astype(np.float32)]
-    for key, offset in expression_edit_offsets(template, registration, edits or []):
+    for key, offset in expression_edit_offsets(template, registration, edits):
         keys.append(key)
         offsets.append(offset[None])
     offsets = np.concatenate(offsets)
     # Each blendshape moves one region; ICT leaves sub-micrometre noise elsewhere. Exact zeros there let glTF
     # store morph targets sparsely (the .glb is about half the size).
     offsets[np.linalg.norm(offsets, axis=-1) < SHAPE_KEY_FLOOR_MM / mm_per_unit] = 0.0
-    metrics["folded_face_triangles"] = float(folded_face_triangles(registration.fitted, vertices, template))
-    return HeadAsset(topology="template", vertices=vertices, loop_vertices=loop_vertices,
-                     polygon_sizes=polygon_sizes, colors=colors, materials=MATERIALS,
-                     polygon_materials=template.polygon_materials, loop_uvs=template.loop_uvs(), texture=texture,
-                     shape_keys=keys, shape_offsets=offsets, metrics=metrics, seconds=seconds)
+    return keys, offsets
 
 
 def folded_face_triangles(reference: np.ndarray, vertices: np.ndarray, template: Template) -> int:
