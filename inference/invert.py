@@ -30,7 +30,6 @@ from .render.volume import render_rays
 ProgressFn = Callable[[float, str], None]
 
 
-
 @dataclass(frozen=True)
 class Sampling:
     """How each refinement step renders the face (what makes a step cheap).
@@ -38,8 +37,9 @@ class Sampling:
     A step renders one random pixel of every `ray_stride` x `ray_stride` cell of the neural render: a jittered
     sub-lattice, NeRF's random ray batches kept as an image so the structural term still sees structure; over
     a few steps every pixel is seen. Tuning may take a sparser lattice (`tune_ray_stride`): it only adjusts
-    colour and fine shape around a fitted head, where the fit moves the whole head. The first `coarse_fraction` of a phase's steps take half the samples per
-    ray (the surface moves most then, and is found again by importance sampling at every step). A phase ends
+    colour and fine shape around a fitted head, where the fit moves the whole head. The first `coarse_fraction`
+    of a phase's steps take half the samples per ray (the surface moves most then, and is found again by
+    importance sampling at every step). A phase ends
     early once its loss has not improved by `plateau_tolerance` (relative) for `plateau_patience` steps.
     `colour_only` composites just the three colour channels the loss reads, not all the decoder's features,
     and `reuse_prefix` synthesises the blocks PTI does not tune once per face instead of once per step: both
@@ -67,9 +67,9 @@ class Budget:
     tune_lr: float = 3e-4
 
 
-# Named budgets the user picks from: "fast" must stay under 10 s and "best" under 60 s on a 2-core CPU with the
-# default model (see `python -m inference.bench --pipeline`, which also runs the budgets as they were).
-# Measured (README, "Import speed"): "fast" fits on every 2nd pixel in each direction and tunes on every 3rd, four
+# Named budgets the user picks from; the targets on a 2-core CPU with the default model are "fast" under 10 s
+# and "best" under 60 s (`python -m inference.bench --pipeline` measures them against the budgets as they were,
+# README "Import speed"). "fast" fits on every 2nd pixel in each direction and tunes on every 3rd, with four
 # more tuning steps at a higher rate than before; "best" fits and tunes on every 3rd and stops each phase once
 # its loss has settled. Half the samples per ray in early steps (coarse_fraction) cost Chamfer distance, so no
 # budget uses it.
@@ -92,7 +92,8 @@ _BUDGET_KEYS = {"fit": "fit_steps", "tune": "tune_steps", "fit_lr": "fit_lr", "t
 def parse_budget(text: str) -> Budget:
     """A budget from the command line: a name (`STEP_BUDGETS`, `BUDGETS_BEFORE`), a number of w_plus fitting
     steps without tuning, or either followed by changes, e.g. "fast,stride=3,fit=20" (keys: fit, tune, fit_lr,
-    tune_lr, stride, tune_stride, coarse, plateau, tolerance, colour_only, reuse, seed). Raises ValueError with the choices."""
+    tune_lr, stride, tune_stride, coarse, plateau, tolerance, colour_only, reuse, seed). Raises ValueError
+    with the choices."""
     base, *changes = [part.strip() for part in str(text).split(",")]
     budgets = {**STEP_BUDGETS, **BUDGETS_BEFORE}
     if base in budgets:
