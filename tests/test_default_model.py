@@ -45,6 +45,17 @@ def test_sample_mesh_is_a_closed_head_sized_surface(sample):
     assert mesh.colors.shape == (len(mesh.vertices), 3)
 
 
+def test_coarse_to_fine_extraction_gives_the_dense_grids_mesh(sample):
+    generator, params, mesh = sample
+    with torch.no_grad():
+        planes = generator.synthesize_planes(generator.mapping(params.to_z(), torch.zeros(1, 25)))
+        dense = extract_mesh(generator, planes, resolution=128, level=generator.config.surface_level,
+                             border_fraction=generator.config.mesh_border_fraction, coarse_to_fine=False)
+    assert mesh.faces.shape == dense.faces.shape and (mesh.faces == dense.faces).all()
+    # Only the order of float sums differs: a vertex moves by far less than a voxel (1 / 128 of the box).
+    np.testing.assert_allclose(mesh.vertices, dense.vertices, atol=1e-4)
+
+
 def test_sample_mesh_has_the_landmarks_where_the_synthetic_head_has_them(sample):
     _, params, mesh = sample
     truth = build_heads(params).vertices[0, load_ict_model().landmarks].numpy()

@@ -11,7 +11,7 @@ import torch
 from inference.config import EG3D_PLANE_AXES, ORTHOGONAL_PLANE_AXES, GeneratorConfig, RenderingConfig
 from inference.errors import NoSurfaceError
 from inference.mesh import (density_grid, extract_mesh, grid_coordinates, largest_component, marching_cubes,
-                            signed_volume)
+                            signed_volume, surface_density_grid)
 from inference.networks.triplane import TriPlaneGenerator
 
 RADIUS = 0.3
@@ -85,6 +85,33 @@ def test_grid_density_equals_point_queries(plane_axes):
     points = torch.tensor(axis[idx], dtype=torch.float32)[None]
     expected = generator.sample_field(planes, points)["sigma"][0, :, 0].numpy()
     np.testing.assert_allclose(volume[idx[:, 0], idx[:, 1], idx[:, 2]], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("plane_axes", [EG3D_PLANE_AXES, ORTHOGONAL_PLANE_AXES])
+def test_coarse_to_fine_density_is_exact_near_the_surface_and_on_its_side_elsewhere(plane_axes):
+    generator, planes = sphere_generator(plane_axes)
+    planes = planes + torch.randn_like(planes, generator=torch.Generator().manual_seed(1)) * 0.01
+    dense = density_grid(generator, planes, 61)
+    coarse_to_fine = surface_density_grid(generator, planes, 61, level=0.0, coarse_stride=4, chunk_voxels=999)
+    np.testing.assert_array_equal(coarse_to_fine > 0, dense > 0)
+    radius = np.linalg.norm(np.stack(np.meshgrid(*[grid_coordinates(61, 1.0)] * 3, indexing="ij")), axis=0)
+    near = np.abs(radius - RADIUS) < 2 / 60   # within two voxels of the sphere: always in a crossing cell
+    np.testing.assert_allclose(coarse_to_fine[near], dense[near], rtol=1e-5, atol=1e-6)
+    far = np.abs(radius - RADIUS) > 0.2
+    assert not np.allclose(coarse_to_fine[far], dense[far]), "away from the surface it is interpolated"
+
+
+def test_a_surface_between_the_coarse_points_is_still_found():
+    generator, planes = sphere_generator(ORTHOGONAL_PLANE_AXES)
+    softplus = torch.nn.functional.softplus
+    # The level of a sphere of radius 0.05 round the box centre (grid point 48 of 97), which no coarse point
+    # 20 voxels apart (0.21 of the box) falls inside: the coarse lattice sees no surface.
+    level = float(softplus(torch.tensor(2 / 3 * RADIUS**2)) - softplus(torch.tensor(2 / 3 * 0.05**2)))
+    dense = density_grid(generator, planes, 97)
+    found = surface_density_grid(generator, planes, 97, level=level, coarse_stride=20)
+    np.testing.assert_array_equal(found, dense)
+    vertices, _ = marching_cubes(found, level, box_warp=1.0)
+    assert 0.045 < np.linalg.norm(vertices, axis=1).mean() < 0.055
 
 
 def test_generator_sphere_mesh_has_the_right_radius_closed_surface_and_colours():
