@@ -161,12 +161,15 @@ class _Surface:
 
         _, nearest = self.tree.query(points, k=self.CANDIDATE_VERTICES)
         candidates = self.vertex_triangles[nearest].reshape(len(points), -1)           # (N, C)
-        corners = self.vertices[self.triangles[candidates]]                            # (N, C, 3, 3)
-        repeated = np.repeat(points, candidates.shape[1], axis=0)
-        on = closest_point(corners.reshape(-1, 3, 3), repeated).reshape(len(points), -1, 3)
-        best = np.argmin(np.linalg.norm(on - points[:, None], axis=2), axis=1)
-        rows = np.arange(len(points))
-        point, triangle = on[rows, best], candidates[rows, best]
+        # Neighbouring vertices share triangles (and the table repeats each vertex's first one): each distinct
+        # (point, triangle) pair is tested once, about a third of the table.
+        pairs = np.unique(np.arange(len(points))[:, None] * len(self.triangles) + candidates)
+        row, candidate = np.divmod(pairs, len(self.triangles))                           # sorted by row
+        on = closest_point(self.vertices[self.triangles[candidate]], points[row])
+        distance = np.linalg.norm(on - points[row], axis=1)
+        # The nearest candidate of each point: the first of its rows once sorted by distance within rows.
+        best = np.lexsort((distance, row))[np.searchsorted(row, np.arange(len(points)))]
+        point, triangle = on[best], candidate[best]
         bary = points_to_barycentric(self.vertices[self.triangles[triangle]], point)
         normal = np.einsum("nk,nkc->nc", bary, self.normals[self.triangles[triangle]])
         normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
