@@ -300,11 +300,15 @@ def colour_match(model: np.ndarray, photo: np.ndarray, weight: np.ndarray) -> np
     if trusted.sum() < 100:
         return model
     matched = np.empty_like(model)
+    x, y = model[trusted].astype(np.float64), photo[trusted].astype(np.float64)
+    x_mean, y_mean = x.mean(0), y.mean(0)
     for c in range(3):
-        a = np.stack([model[trusted, c], np.ones(int(trusted.sum()))], axis=1)
-        gain, offset = np.linalg.lstsq(a, photo[trusted, c], rcond=None)[0]
+        # The least-squares line y = gain x + offset in closed form: covariance over variance.
+        dx = x[:, c] - x_mean[c]
+        variance = float(dx @ dx)
+        gain = float(dx @ (y[:, c] - y_mean[c])) / variance if variance > 0 else 1.0
         gain = float(np.clip(gain, 0.5, 2.0))
-        offset = float(np.mean(photo[trusted, c] - gain * model[trusted, c]))
+        offset = y_mean[c] - gain * x_mean[c]
         matched[:, c] = gain * model[:, c] + offset
     return np.clip(matched, 0.0, 1.0)
 
