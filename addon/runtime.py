@@ -107,7 +107,7 @@ def invert_params(photo: str | list[str], face_index: int, job_dir: Path, topolo
                   texture_size: str = "2048", preview: bool = False) -> dict[str, Any]:
     """An invert request's params; `topology` and `texture_size` are the import options' enum identifiers.
     `photo` may be several photos of one person (the main one first): one head fitted to all of them. With
-    `preview`, the engine sends a preview head before refining (one photo only: see `wire`'s partial event)."""
+    `preview`, the engine sends a preview head before refining (see `wire`'s partial event)."""
     prefs = preferences()
     photos = [photo] if isinstance(photo, str) else list(photo)
     params = {"image": photos[0], "face_index": face_index, "job_dir": str(job_dir), "steps": prefs.steps.lower(),
@@ -115,7 +115,7 @@ def invert_params(photo: str | list[str], face_index: int, job_dir: Path, topolo
               "texture_size": int(texture_size)}
     if len(photos) > 1:
         params["images"] = photos
-    elif preview:
+    if preview:
         params["preview"] = True
     return params
 

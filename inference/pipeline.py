@@ -115,17 +115,18 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path | Photo, model_i
                  progress: ProgressFn | None = None, encoder: LatentEncoder | None = None,
                  landmark_regressor: LandmarkRegressor | None = None,
                  local_detail: LocalDetailNet | None = None,
-                 on_prepared: Callable[[PreparedPhoto], None] | None = None) -> FaceFit:
+                 on_prepared: Callable[[FaceFit, Photo], None] | None = None) -> FaceFit:
     """Decode, find the face, estimate the camera, encode the crop (when the model has an encoder: the pivot,
     else w_avg), then refine: `steps` of w_plus fitting (an int), or a Budget of fitting and PTI tuning; last,
     when the model has a local-detail branch, lift the photo's detail onto the reconstruction. `photo_path` may
-    be a photo already loaded with `load_photo`. `on_prepared` sees the photo made ready, before refinement
-    (the engine shows its preview head from it)."""
+    be a photo already loaded with `load_photo`. `on_prepared(face, photo)` sees the face as the encoder and the
+    landmark fit leave it, before refinement (`PreparedPhoto.face_fit`; the engine's preview head), and the
+    decoded photo."""
     budget = steps if isinstance(steps, Budget) else Budget(int(steps), 0)
     report = progress or (lambda fraction, message: None)
     prepared = prepare_photo(generator, photo_path, face_index, encoder, landmark_regressor, report)
     if on_prepared is not None:
-        on_prepared(prepared)
+        on_prepared(prepared.face_fit(model_id), prepared.photo)
     seconds = dict(prepared.seconds)
     target, mask, camera = prepared.target, prepared.mask, prepared.camera
     device = generator.w_avg.device

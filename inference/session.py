@@ -10,7 +10,7 @@ Ops and params:
                mesh_resolution=192,
                topology="template" | "raw", texture_size=2048 | 1024 | 4096 | None, preview=false}
               -> the face result manifest (see `pipeline.write_face_result`); the face stays cached.
-              With preview (one photo, a budget that refines): first a partial event, the preview head (see
+              With preview (and a budget that refines): first a partial event, the preview head (see
               `Session._preview`) in job_dir/preview, about 1.2 s into the request (warm, 2 idle CPU cores).
               With images: [paths] instead of image (photos of one person, the main one first): one face
               fitted to all (see `inference.multiview`); the manifest adds "views", one camera per photo
@@ -62,7 +62,7 @@ from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_m
 from .model_landmarks import load_landmark_regressor
 from .export import write_png
 from .multiview import identity_warnings, invert_photos
-from .pipeline import (AssetRequest, FaceFit, PreparedPhoto, camera_photo, face_mesh, head_asset,
+from .pipeline import (AssetRequest, FaceFit, camera_photo, face_mesh, head_asset,
                        invert_photo, mesh_landmarks, views_manifest, write_face_result)
 from .preprocess.decode import Photo, load_photo
 from .wire import PREVIEW_FOLDER, PROTOCOL_VERSION
@@ -121,15 +121,19 @@ class Session:
     def invert(self, params: dict[str, Any], progress: ProgressFn, partial: PartialFn | None = None) -> dict:
         photos = [load_photo(path) for path in _photo_paths(params)]
         job_dir = Path(_required(params, "job_dir"))
-        on_prepared = None
-        if partial is not None and _wants_preview(params, len(photos)):
-            def on_prepared(prepared: PreparedPhoto) -> None:
-                partial(self._preview(prepared, params, job_dir / PREVIEW_FOLDER, lambda m: progress(0.08, m)))
+        on_prepared, preview_seconds = None, {}
+        if partial is not None and _wants_preview(params):
+            def on_prepared(face: FaceFit, photo: Photo) -> None:
+                started = time.perf_counter()
+                partial(self._preview(face, photo, params, job_dir / PREVIEW_FOLDER, lambda m: progress(0.08, m)))
+                preview_seconds["preview"] = time.perf_counter() - started
         fit = self._fit(params, lambda f, m: progress(0.9 * f, m), photos[0] if len(photos) == 1 else photos,
                         on_prepared=on_prepared)
         images = [camera_photo(photo, job_dir, "photo.png" if i == 0 else f"photo_{i}.png")
                   for i, photo in enumerate(photos)]
         manifest = self._result(fit, params, {}, progress, images[0], photos[0])
+        # The request's timings carry the preview head's cost too.
+        manifest["seconds"].update({name: round(value, 3) for name, value in preview_seconds.items()})
         if len(photos) > 1:
             # One camera per photo (the main one is also `input_camera`), and a word where they look like
             # different people.
@@ -263,16 +267,17 @@ class Session:
     # -- helpers -----------------------------------------------------------------------------------------
 
     def _fit(self, params: dict[str, Any], progress: ProgressFn, photo: Photo | list[Photo] | None = None,
-             remember: bool = True, on_prepared: Callable[[PreparedPhoto], None] | None = None) -> FaceFit:
+             remember: bool = True, on_prepared: Callable[[FaceFit, Photo], None] | None = None) -> FaceFit:
         """The face of the request's photo ("image"), or the one face of several photos of a person ("images",
-        see `inference.multiview`); `photo`: those photos already decoded. `on_prepared` (one photo only) sees
-        the photo made ready for refinement."""
+        see `inference.multiview`); `photo`: those photos already decoded. `on_prepared(face, photo)` sees the
+        face before refinement and its (main) photo."""
         generator = self._ensure_model(progress)
         if isinstance(photo, list) or (photo is None and params.get("images")):
             fit = invert_photos(generator, photo or _photo_paths(params), self._model_id(),
                                 face_index=int(params.get("face_index", 0)), steps=_steps(params.get("steps", "fast")),
                                 spread=self.spread, progress=progress, encoder=self.encoder,
-                                landmark_regressor=self.landmark_regressor, local_detail=self.local_detail)
+                                landmark_regressor=self.landmark_regressor, local_detail=self.local_detail,
+                                on_prepared=on_prepared)
         else:
             fit = invert_photo(generator, photo or Path(_required(params, "image")), self._model_id(),
                                face_index=int(params.get("face_index", 0)), steps=_steps(params.get("steps", "fast")),
@@ -283,15 +288,13 @@ class Session:
             self._remember(fit)
         return fit
 
-    def _preview(self, prepared: PreparedPhoto, params: dict[str, Any], job_dir: Path,
+    def _preview(self, fit: FaceFit, photo: Photo, params: dict[str, Any], job_dir: Path,
                  report: Callable[[str], None]) -> dict:
-        """The preview head of a photo made ready for refinement (the encoder's latent, fitted to the landmarks),
-        written into `job_dir`: its result manifest, marked "preview". The request's topology, a coarse mesh, a
-        quick registration, vertex colours only and no shape keys (see PREVIEW_REGISTRATION); `report(message)`
-        is the request's progress, so a cancel stops it."""
-        started = time.perf_counter()
+        """The preview head of a face before refinement (the encoder's latent, fitted to the landmarks) and its
+        main photo, written into `job_dir`: its result manifest, marked "preview". The request's topology, a
+        coarse mesh, a quick registration, vertex colours only and no shape keys (see PREVIEW_REGISTRATION);
+        `report(message)` is the request's progress, so a cancel stops it."""
         generator = self.generator
-        fit = prepared.face_fit(self._model_id())
         report("building the preview head")
         resolution = min(PREVIEW_MESH_RESOLUTION, int(params.get("mesh_resolution", 192)))
         mesh = face_mesh(generator, fit.w_plus, resolution)
@@ -303,10 +306,7 @@ class Session:
                                      shape_keys=False)
         report("writing the preview head")
         manifest = write_face_result(job_dir, generator, fit, asset, landmarks, edit_list, {},
-                                     camera_photo(prepared.photo, job_dir), warnings)
-        # The request's own timings carry the preview's cost too (prepared.seconds become the face's).
-        prepared.seconds["preview"] = time.perf_counter() - started
-        manifest["seconds"]["preview"] = round(prepared.seconds["preview"], 3)
+                                     camera_photo(photo, job_dir), warnings)
         return manifest | {"preview": True}
 
     def _sample(self, params: dict[str, Any], progress: ProgressFn) -> tuple[FaceFit, Photo]:
@@ -403,11 +403,11 @@ def _asset_request(params: dict[str, Any]) -> AssetRequest:
                         texture_size=None if size in (None, 0, "none") else int(size))
 
 
-def _wants_preview(params: dict[str, Any], photos: int) -> bool:
-    """A preview head is sent for one photo when asked for, and only when refinement follows: the budget
-    "preview" has none, and its result comes as soon as a preview would."""
+def _wants_preview(params: dict[str, Any]) -> bool:
+    """A preview head is sent when asked for, and only when refinement follows: the budget "preview" has none,
+    and its result comes as soon as a preview would."""
     budget = _steps(params.get("steps", "fast"))
-    return bool(params.get("preview")) and photos == 1 and (budget.fit_steps > 0 or budget.tune_steps > 0)
+    return bool(params.get("preview")) and (budget.fit_steps > 0 or budget.tune_steps > 0)
 
 
 def _required(params: dict[str, Any], name: str) -> Any:

@@ -11,9 +11,10 @@ into `.npz` files and images into `.png` files inside the request's job folder, 
              {"protocol": 1, "id": "7", "event": "error", "data": {"type": "NoFaceError", "message": "...",
                                                                  "traceback": "..."}}
 Every request ends with exactly one `result` or `error` event; `progress` events may come before it. An invert
-of one photo whose params ask for it ("preview": true) and whose budget refines (not "preview") also sends one
-`partial` event before its end: a complete result manifest (the same schema as `result`, plus "preview": true)
-of a preview head, the encoder's and landmark fit's before refinement, whose files are in the job folder's
+whose params ask for it ("preview": true) and whose budget refines (not "preview") also sends one `partial`
+event before its end: a complete result manifest (the same schema as `result`, plus "preview": true) of a
+preview head, the encoder's and landmark fit's before refinement (of several photos: the joint fit's starting
+face, in the main photo's camera), whose files are in the job folder's
 subfolder `preview/` (PREVIEW_FOLDER). The result that follows replaces it; a request that does not ask never
 sees one.
 Ops (their params and results are documented in `inference/session.py`, which implements them):

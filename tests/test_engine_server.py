@@ -199,6 +199,22 @@ def test_an_invert_that_asks_for_a_preview_sends_one_preview_head_before_its_res
     assert preview["face_id"] == result["face_id"] and preview["input_camera"] == result["input_camera"]
 
 
+def test_an_invert_of_several_photos_sends_the_preview_head_of_their_starting_face(engine, tmp_path):
+    from PIL import Image, ImageOps
+
+    mirrored = tmp_path / "mirrored.jpg"
+    ImageOps.mirror(Image.open(PHOTO)).save(mirrored, quality=95)
+    params = {"images": [str(PHOTO), str(mirrored)], "steps": 1, "mesh_resolution": 96, "texture_size": None}
+    engine.send("8", "invert", params | {"job_dir": str(tmp_path / "two"), "preview": True})
+    events = engine.until_end("8")
+    assert [e.event for e in events if e.event != "progress"] == ["partial", "result"]
+    preview, result = next(e.data for e in events if e.event == "partial"), events[-1].data
+    assert preview["preview"] is True and len(result["views"]) == 2
+    # The head of both photos (its id), in the main photo's camera; the other camera comes with the result.
+    assert preview["face_id"] == result["face_id"] and preview["input_camera"] == result["input_camera"]
+    assert (tmp_path / "two" / wire.PREVIEW_FOLDER / preview["mesh"]["file"]).is_file()
+
+
 def test_an_invert_sends_no_preview_unless_asked_or_when_nothing_refines_after_it(engine, tmp_path):
     params = {"image": str(PHOTO), "steps": 1, "mesh_resolution": 96, "texture_size": None}
     for request_id, extra in (("6", {}), ("7", {"preview": True, "steps": "preview"})):

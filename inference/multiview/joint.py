@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -196,11 +197,14 @@ def invert_photos(generator: TriPlaneGenerator, photos: list[Path | Photo], mode
                   face_index: int | list[int] = 0, steps: int | Budget = STEP_BUDGETS["fast"],
                   spread: torch.Tensor | None = None, progress: ProgressFn | None = None,
                   encoder: LatentEncoder | None = None, landmark_regressor: LandmarkRegressor | None = None,
-                  local_detail: LocalDetailNet | None = None, expressions: bool = True) -> FaceFit:
+                  local_detail: LocalDetailNet | None = None, expressions: bool = True,
+                  on_prepared: Callable[[FaceFit, Photo], None] | None = None) -> FaceFit:
     """Invert several photos of one person into one face (see the module's docstring); `face_index` is which
     face of each photo (one for all, or one per photo); `expressions`: fit per-photo expressions where the model
     declares them. One photo gives exactly `invert_photo`'s result. A photo without a face (or unreadable)
-    raises the error of that photo, which names its file."""
+    raises the error of that photo, which names its file. `on_prepared(face, photo)` sees the face before the
+    joint refinement (the starting latent, in the main photo's camera) and the main photo, as `invert_photo`'s
+    does."""
     if not photos:
         raise TriFaceError("no photos to invert: give at least one")
     indices = [face_index] * len(photos) if isinstance(face_index, int) else list(face_index)
@@ -208,7 +212,7 @@ def invert_photos(generator: TriPlaneGenerator, photos: list[Path | Photo], mode
         raise TriFaceError(f"{len(indices)} face indices for {len(photos)} photos: give one, or one per photo")
     if len(photos) == 1:
         return invert_photo(generator, photos[0], model_id, indices[0], steps, spread, progress, encoder,
-                            landmark_regressor, local_detail)
+                            landmark_regressor, local_detail, on_prepared)
     budget = steps if isinstance(steps, Budget) else Budget(int(steps), 0)
     report = progress or (lambda fraction, message: None)
     device = generator.w_avg.device
@@ -223,6 +227,9 @@ def invert_photos(generator: TriPlaneGenerator, photos: list[Path | Photo], mode
     if landmark_regressor is not None:
         views = [repose(landmark_regressor, w_init, view) for view in views]
     seconds["preprocess"] = time.perf_counter() - started
+    face_id = face_id_for_photos([view.photo.path for view in views], indices, model_id)
+    if on_prepared is not None:
+        on_prepared(replace(views[0].face_fit(model_id), face_id=face_id, w_plus=w_init), views[0].photo)
 
     started = time.perf_counter()
     basis = expression_basis(generator) if expressions else None
@@ -252,7 +259,7 @@ def invert_photos(generator: TriPlaneGenerator, photos: list[Path | Photo], mode
                       w_offset=latents[i:i + 1] - latents[:1], detail=details[i],
                       identity_distance=distances[i - 1])
               for i, view in enumerate(views) if i > 0]
-    return FaceFit(face_id=face_id_for_photos([view.photo.path for view in views], indices, model_id),
+    return FaceFit(face_id=face_id,
                    photo=Path(main.photo.path), photo_size=main.photo.original_size, face_index=main.face_index,
                    faces_found=main.faces_found, landmarks_photo=main.landmarks_photo, alignment=main.alignment,
                    photo_scale=main.photo.scale, camera=main.camera[0].cpu().numpy(), w_plus=latents[:1].clone(),
