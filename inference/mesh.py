@@ -71,8 +71,9 @@ def surface_density_grid(generator: TriPlaneGenerator, planes: torch.Tensor, res
     only reads values where the sign changes, so the mesh equals the dense grid's wherever the surface crosses
     a coarse cell's corners; a feature thinner than a coarse cell that lies wholly between them, far from
     any other surface, is missed (a floater `largest_component` would drop anyway). For a head at 192^3 (stride
-    4) that is 13 % of the grid plus the coarse lattice's 1.7 %; at 96^3 (stride 2) 13 % plus 13 %. Without any crossing coarse cell it falls back to the dense grid,
-    so a tiny surface is still found and a missing one still reported.
+    4) that is 13 % of the grid plus the coarse lattice's 1.7 %; at 96^3 (stride 2) 13 % plus 13 %. Without
+    any crossing coarse cell it falls back to the dense grid, so a tiny surface is still found and a missing
+    one still reported.
     """
     if coarse_stride <= 1:
         return density_grid(generator, planes, resolution, chunk_voxels)
@@ -162,7 +163,8 @@ class _GridField:
         out = np.empty(len(x), dtype=np.float32)
         for start in range(0, len(x), chunk_voxels):
             index = [torch.as_tensor(a[start:start + chunk_voxels], device=device) for a in (x, y, z)]
-            first, second, third = (hp[tuple(i if hp.shape[d] > 1 else torch.zeros_like(i) for d, i in enumerate(index))]
+            # A plane lacks one world axis (a size-1 dim): index 0 there.
+            first, second, third = (hp[tuple(i if hp.shape[d] > 1 else 0 for d, i in enumerate(index))]
                                     for hp in self.hidden_planes)
             h = (first + second).add_(third)   # the order `dense` adds them in
             out[start:start + chunk_voxels] = self._sigma(h).cpu().numpy()
