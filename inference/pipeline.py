@@ -294,14 +294,16 @@ def feathered(mask: torch.Tensor, radius: int) -> torch.Tensor:
 
 @torch.no_grad()
 def face_mesh(generator: TriPlaneGenerator, w_plus: torch.Tensor, resolution: int,
-              tuned: dict[str, torch.Tensor] | None = None, detail: LocalDetail | None = None) -> Mesh:
+              tuned: dict[str, torch.Tensor] | None = None, detail: LocalDetail | None = None,
+              with_colors: bool = True) -> Mesh:
     """The face's mesh (EG3D world) from w_plus, through the face's tuned weights when it has them, coloured
-    with the photo's local detail when given (for an edited face, re-aligned to its edit: `editing.detail`)."""
+    with the photo's local detail when given (for an edited face, re-aligned to its edit: `editing.detail`).
+    Without `with_colors` the mesh has no vertex colours (a template head takes its own from the field)."""
     cfg = generator.config
     with use_weights(generator, tuned):
         planes = generator.synthesize_planes(w_plus)
         return extract_mesh(generator, planes, resolution=resolution, level=cfg.surface_level,
-                            border_fraction=cfg.mesh_border_fraction, detail=detail)
+                            border_fraction=cfg.mesh_border_fraction, detail=detail, with_colors=with_colors)
 
 
 @dataclass(frozen=True)
@@ -343,8 +345,10 @@ def photo_view(fit: FaceFit | ViewFit, photo: Photo | None, generator: TriPlaneG
         mask = feathered(torch.from_numpy(face_mask(crop.landmarks_crop, size))[None, None], size // 32)[0, 0].numpy()
 
         def region(points: np.ndarray) -> np.ndarray:
-            # The face mask of the crop camera (jaw line closed over the lifted brows), looked up per point.
-            cam = (points - crop.cam2world[:3, 3]) @ crop.cam2world[:3, :3]
+            # The face mask of the crop camera (jaw line closed over the lifted brows), looked up per point, in
+            # the points' precision (a pixel lookup needs no more).
+            c2w = crop.cam2world.astype(points.dtype)
+            cam = (points - c2w[:3, 3]) @ c2w[:3, :3]
             k = crop.intrinsics
             x, y = cam[:, 0] / cam[:, 2], cam[:, 1] / cam[:, 2]
             col = np.clip(((k[0, 0] * x + k[0, 1] * y + k[0, 2]) * size).astype(np.int64), 0, size - 1)
@@ -396,7 +400,9 @@ def head_asset(generator: TriPlaneGenerator, fit: FaceFit, w_plus: torch.Tensor,
             except ValueError as exc:
                 warnings.append(f"the template head could not be fitted ({exc}); this head is the raw surface")
         report(0.94, "unwrapping the surface" if request.texture_size else "writing the surface")
-        return raw_asset(mesh.vertices, mesh.faces, mesh.colors, field_colours, view, request.texture_size,
+        # The same colours `face_mesh` gives, for a mesh extracted without them (a template head was asked for).
+        colors = mesh.colors if mesh.colors is not None else field_colours(mesh.vertices)
+        return raw_asset(mesh.vertices, mesh.faces, colors, field_colours, view, request.texture_size,
                          cfg.metres_per_unit * 1000.0), warnings
 
 

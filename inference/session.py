@@ -297,9 +297,9 @@ class Session:
         generator = self.generator
         report("building the preview head")
         resolution = min(PREVIEW_MESH_RESOLUTION, int(params.get("mesh_resolution", 192)))
-        mesh = face_mesh(generator, fit.w_plus, resolution)
-        landmarks = mesh_landmarks(fit, mesh)
         request = dataclasses.replace(_asset_request(params), texture_size=None)
+        mesh = face_mesh(generator, fit.w_plus, resolution, with_colors=request.topology == "raw")
+        landmarks = mesh_landmarks(fit, mesh)
         edit_list = self.directions.describe()
         asset, warnings = head_asset(generator, fit, fit.w_plus, mesh, landmarks, request, None, edit_list,
                                      lambda f, m: report(m), registration_options=PREVIEW_REGISTRATION,
@@ -377,7 +377,9 @@ class Session:
             detail, views = edited.detail, edited.views
         progress(0.92, "extracting the mesh")
         started = time.perf_counter()
-        mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)), fit.tuned, detail)
+        # A template head takes its vertex colours from the field at its own vertices, not the mesh's.
+        mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)), fit.tuned, detail,
+                         with_colors=request.topology == "raw")
         seconds = {"mesh": time.perf_counter() - started}
         started = time.perf_counter()
         landmarks = mesh_landmarks(fit, mesh)

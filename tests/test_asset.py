@@ -13,7 +13,15 @@ import torch
 import torch.nn.functional as F
 from arkit import ARKIT
 
-from inference.asset.bake import BakeOptions, PhotoView, colour_match, srgb_to_linear, texel_map
+from inference.asset.bake import (
+    BakeOptions,
+    PhotoView,
+    colour_match,
+    multiband_blend,
+    sample_photo,
+    srgb_to_linear,
+    texel_map,
+)
 from inference.asset.build import raw_asset
 from inference.asset.evaluate import (
     bake_template,
@@ -24,7 +32,7 @@ from inference.asset.evaluate import (
     texel_parts,
 )
 from inference.asset.quality import folded_triangles, intersecting_triangles
-from inference.asset.register import register_template
+from inference.asset.register import bounded_least_squares, register_template
 from inference.asset.template import (
     FACE_AREA_VERTICES,
     SKIN_VERTICES,
@@ -216,6 +224,63 @@ def test_colour_match_fits_the_photos_gain_and_offset_where_it_is_trusted():
     np.testing.assert_allclose(matched[:4000, :2], photo[:4000, :2], atol=1e-5)
     assert abs(np.polyfit(model[:, 2], matched[:, 2], 1)[0] - 2.0) < 1e-4, "the gain is held to [0.5, 2]"
     np.testing.assert_array_equal(colour_match(model, photo, np.zeros(5000)), model)
+
+
+def test_the_multiband_blend_is_the_burt_adelson_blend_of_the_two_images():
+    """The blend works on the photo's difference from the model; it equals blending both images' bands."""
+    generator = torch.Generator().manual_seed(0)
+    photo, model = torch.rand(3, 100, 70, generator=generator), torch.rand(3, 100, 70, generator=generator)
+    weight = (torch.rand(1, 100, 70, generator=generator) > 0.5).float()
+
+    def pyramid(image: torch.Tensor) -> list[torch.Tensor]:
+        levels = [image]
+        for _ in range(3):
+            levels.append(F.avg_pool2d(levels[-1][None], 2, ceil_mode=True)[0])
+        return levels
+
+    def up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x[None], size=like.shape[-2:], mode="bilinear", align_corners=False)[0]
+
+    ga, gb, gw = pyramid(photo), pyramid(model), pyramid(weight)
+    expected = gw[3] * ga[3] + (1 - gw[3]) * gb[3]
+    for level in (2, 1, 0):
+        expected = up(expected, ga[level]) + gw[level] * (ga[level] - up(ga[level + 1], ga[level])) + \
+            (1 - gw[level]) * (gb[level] - up(gb[level + 1], gb[level]))
+    torch.testing.assert_close(multiband_blend(photo, model, weight, 4), expected, atol=1e-5, rtol=0)
+
+
+def test_photo_samples_are_bilinear_between_pixel_centres_and_clamped_at_the_edges():
+    rng = np.random.default_rng(0)
+    linear = rng.uniform(size=(30, 40, 3)).astype(np.float32)
+    u, v = rng.uniform(-0.1, 1.1, 500), rng.uniform(-0.1, 1.1, 500)
+    samples = sample_photo(torch.from_numpy(linear).permute(2, 0, 1)[None].contiguous(), u, v)
+    x, y = np.clip(u * 40 - 0.5, 0, 39), np.clip(v * 30 - 0.5, 0, 29)
+    expected = np.stack([scipy.ndimage.map_coordinates(linear[..., c], [y, x], order=1) for c in range(3)], 1)
+    np.testing.assert_allclose(samples, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bounded_least_squares_finds_scipys_optimum(seed):
+    """The registration's solver against SciPy's BVLS: the same objective and a feasible point, on problems
+    with bounds active on both sides, some variables unbounded and badly scaled columns."""
+    import scipy.optimize
+
+    rng = np.random.default_rng(seed)
+    active = 0
+    for _ in range(20):
+        rows, size = int(rng.integers(50, 300)), int(rng.integers(2, 40))
+        matrix = rng.normal(size=(rows, size)) * rng.uniform(0.1, 10, size)
+        target = rng.normal(size=rows) * rng.uniform(0.1, 100)
+        lower = np.where(rng.uniform(size=size) < 0.2, -np.inf, rng.normal(size=size) - 0.5)
+        upper = np.where(rng.uniform(size=size) < 0.2, np.inf, np.where(np.isinf(lower), 0.0, lower)
+                         + rng.uniform(0.01, 2, size))
+        x = bounded_least_squares(matrix, target, lower, upper)
+        reference = scipy.optimize.lsq_linear(matrix, target, bounds=(lower, upper), method="bvls", tol=1e-12).x
+        assert (x >= lower).all() and (x <= upper).all()
+        cost, best = (np.sum((matrix @ v - target) ** 2) for v in (x, reference))
+        assert cost <= best * (1 + 1e-9)
+        active += int((np.isclose(x, lower) | np.isclose(x, upper)).any())
+    assert active >= 10, "most problems hold a variable at a bound"
 
 
 def test_every_texel_a_triangle_covers_is_baked_and_every_other_one_is_padded(template, textured_head):

