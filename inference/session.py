@@ -70,11 +70,11 @@ from .wire import PREVIEW_FOLDER, PROTOCOL_VERSION
 MAX_CACHED_FACES = 16   # w_plus and camera only (a few kB each); bounded so a long session cannot grow forever
 MAX_CACHED_LATENTS = 4096   # learning's inversions (w_plus only, at most ~30 kB each), by photo and budget
 # The preview head is the refined head's stand-in for the seconds refinement takes, so it is cut to what a
-# glance needs (2 idle CPU cores, default model): a 96^3 mesh (0.45 s; 192^3 costs 2.8 s), the template registered
-# in two rounds without the local refinement (0.35 s instead of 1.8 s; its face's median distance to the surface
-# 1.1 mm instead of 0.4 mm), no texture bake and no shape keys (the result brings both).
+# glance needs (2 idle CPU cores, default model): a 96^3 mesh, the template registered in two rounds without the
+# local refinement and without measuring its distance to the surface (its face's median distance is about 1.1 mm
+# instead of 0.4 mm), no texture bake and no shape keys (the result brings both). See the README's "Import speed".
 PREVIEW_MESH_RESOLUTION = 96
-PREVIEW_REGISTRATION = RegistrationOptions(iterations=2, surface_samples=2000, refine=False)
+PREVIEW_REGISTRATION = RegistrationOptions(iterations=2, surface_samples=2000, refine=False, measure=False)
 
 PartialFn = Callable[[dict], None]   # sends a partial event: a result manifest before the request's end
 

@@ -144,9 +144,9 @@ def _encode_srgb(linear: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.pow(1 / 2.4) - 0.055)
 
 
-def linear_to_srgb8(linear: torch.Tensor) -> np.ndarray:
+def linear_to_srgb8(linear: torch.Tensor) -> torch.Tensor:
     """Linear light (any shape, float) -> 8-bit sRGB, rounded to the nearest level."""
-    return _encode_srgb(linear).mul_(255.0).add_(0.5).to(torch.uint8).numpy()
+    return _encode_srgb(linear).mul_(255.0).add_(0.5).to(torch.uint8)
 
 
 _SRGB8_TO_LINEAR = srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)   # 8-bit sRGB -> linear, a table
@@ -435,7 +435,8 @@ def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray
     # The weight is zero past the charts, so the blend's padding is the model's padding: nothing outside a
     # chart is empty, and mip-maps average chart colours only.
     blended = model_image.add_(blended_difference(difference, weight_image, options.bands))
-    texture = linear_to_srgb8(blended.permute(1, 2, 0))
+    # Encoded channel-first, where the image is contiguous; only the 8-bit result is laid out (S, S, 3).
+    texture = linear_to_srgb8(blended).permute(1, 2, 0).contiguous().numpy()
     seconds["blend"] = time.perf_counter() - started
     direct_image = np.zeros((size, size), np.float32)
     direct_image[texels.rows, texels.cols] = direct

@@ -15,6 +15,7 @@ The scale comes from the landmarks alone and stays fixed: a free scale trades of
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 from scipy.spatial import cKDTree
 
+from ..threads import engine_threads
 from .quality import folded_triangles, triangle_normals
 from .template import FACE_AREA_VERTICES, RIGID_PARTS, SKIN_VERTICES, LandmarkPoints, Template, landmark_points
 
@@ -52,6 +54,7 @@ class RegistrationOptions:
     refine_reach_mm: float = 4.0      # the local refinement ignores surface farther than this
     refine_smoothness: float = 0.5    # Laplacian weight of the refinement
     refine_rounds: int = 3
+    measure: bool = True              # the face's distance to the surface, for the metrics (a preview skips it)
     seed: int = 0
 
 
@@ -186,6 +189,7 @@ class _Surface:
         self.triangles = np.asarray(triangles, dtype=np.int64)
         self.normals = vertex_normals(self.vertices, self.triangles)
         self.tree = cKDTree(self.vertices)
+        self.workers = engine_threads()   # the queries run between the torch stages, on the same cores
         # Each vertex's triangles, padded with its first one to the largest count (a rectangular table).
         owner = np.repeat(np.arange(len(self.triangles)), 3)
         order = np.argsort(self.triangles.ravel(), kind="stable")
@@ -195,9 +199,17 @@ class _Surface:
         slot = np.minimum(np.arange(width)[None, :], np.maximum(counts[:, None] - 1, 0))
         self.vertex_triangles = owner[order][np.minimum(starts[:, None] + slot, len(order) - 1)]
 
+    @functools.cached_property
+    def bounding_spheres(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each triangle's centroid (T, 3) and the radius (T,) around it that holds its corners: a lower bound
+        on any point's distance to the triangle."""
+        corners = self.vertices[self.triangles]
+        centroids = corners.mean(1)
+        return centroids, np.linalg.norm(corners - centroids[:, None], axis=2).max(1)
+
     def nearest(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The nearest vertex of each point (N, 3): its position, normal and distance."""
-        distance, index = self.tree.query(points)
+        distance, index = self.tree.query(points, workers=self.workers)
         return self.vertices[index], self.normals[index], distance
 
     def closest(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -205,16 +217,25 @@ class _Surface:
         interpolated) and the distance."""
         from trimesh.triangles import closest_point, points_to_barycentric
 
-        _, nearest = self.tree.query(points, k=self.CANDIDATE_VERTICES)
+        vertex_distance, nearest = self.tree.query(points, k=self.CANDIDATE_VERTICES, workers=self.workers)
         candidates = self.vertex_triangles[nearest].reshape(len(points), -1)           # (N, C)
         # Neighbouring vertices share triangles (and the table repeats each vertex's first one): each distinct
         # (point, triangle) pair is tested once, about a third of the table.
         pairs = np.unique(np.arange(len(points))[:, None] * len(self.triangles) + candidates)
         row, candidate = np.divmod(pairs, len(self.triangles))                           # sorted by row
+        # The nearest vertex is a point of the surface: a triangle whose bounding sphere lies farther away
+        # cannot hold the closest point (about half the pairs).
+        centroids, radii = self.bounding_spheres
+        beyond = np.linalg.norm(centroids[candidate] - points[row], axis=1) - radii[candidate]
+        near = beyond <= vertex_distance[row, 0] * (1 + 1e-9) + 1e-12   # keeps the nearest vertex's triangles
+        row, candidate = row[near], candidate[near]
         on = closest_point(self.vertices[self.triangles[candidate]], points[row])
         distance = np.linalg.norm(on - points[row], axis=1)
-        # The nearest candidate of each point: the first of its rows once sorted by distance within rows.
-        best = np.lexsort((distance, row))[np.searchsorted(row, np.arange(len(points)))]
+        # The nearest candidate of each point: the first of its rows (they are sorted by point) at the row's least
+        # distance.
+        starts = np.searchsorted(row, np.arange(len(points)))
+        least = np.flatnonzero(distance == np.minimum.reduceat(distance, starts)[row])
+        best = least[np.searchsorted(row[least], np.arange(len(points)))]
         point, triangle = on[best], candidate[best]
         bary = points_to_barycentric(self.vertices[self.triangles[triangle]], point)
         normal = np.einsum("nk,nkc->nc", bary, self.normals[self.triangles[triangle]])
@@ -251,10 +272,11 @@ def register_template(template: Template, surface_vertices: np.ndarray, surface_
         refine_started = time.perf_counter()
         vertices = refine_skin(template, fitted, surface, mm_per_unit, options, options.refine_rounds)
         metrics["seconds_refine"] = time.perf_counter() - refine_started
-    _, _, distance = surface.closest(vertices[:FACE_AREA_VERTICES])
-    metrics.update(face_distance_mm_median=float(np.median(distance) * mm_per_unit),
-                   face_distance_mm_p95=float(np.percentile(distance, 95) * mm_per_unit),
-                   seconds=time.perf_counter() - started)
+    if options.measure:
+        _, _, distance = surface.closest(vertices[:FACE_AREA_VERTICES])
+        metrics.update(face_distance_mm_median=float(np.median(distance) * mm_per_unit),
+                       face_distance_mm_p95=float(np.percentile(distance, 95) * mm_per_unit))
+    metrics["seconds"] = time.perf_counter() - started
     return Registration(vertices=vertices, fitted=fitted, scale=scale, rotation=rotation, translation=translation,
                         identity=identity, expression=expression, metrics=metrics)
 
@@ -363,7 +385,7 @@ class _ModelFit:
         # Surface -> template: surface points near the face get their nearest template skin vertex.
         tree = cKDTree(skin)
         candidates = self.rng.integers(0, len(self.surface.vertices), size=o.surface_samples * 4)
-        distance, nearest = tree.query(self.surface.vertices[candidates])
+        distance, nearest = tree.query(self.surface.vertices[candidates], workers=self.surface.workers)
         close = (distance < reject) & (nearest < FACE_AREA_VERTICES) & \
             (np.einsum("nc,nc->n", self.surface.normals[candidates], template_normal[nearest]) > 0.5)
         chosen = candidates[close][:o.surface_samples]
@@ -462,6 +484,6 @@ def refine_skin(template: Template, fitted: np.ndarray, surface: _Surface, mm_pe
     skin_tree = cKDTree(fitted[:count])
     for part in RIGID_PARTS:
         index = template.part_vertices(part)
-        _, nearest = skin_tree.query(fitted[index], k=4)
+        _, nearest = skin_tree.query(fitted[index], k=4, workers=surface.workers)
         vertices[index] += offsets[nearest.ravel()].mean(0)
     return vertices
