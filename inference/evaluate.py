@@ -47,24 +47,25 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from .preprocess.align import crop_photo
+from .allocator import configure_allocator
 from .cameras import camera_label, orbit_cam2world
 from .errors import NoFaceError, NoSurfaceError, TriFaceError
 from .evaluate_generator import geometry_figures, psnr
-from .preprocess.detect import detect_faces, landmarks_in_box, model_file
 from .fileio import atomic_write, atomic_write_text
-from .threads import configure_threads
 from .invert import STEP_BUDGETS, Budget, face_mask, parse_budget, use_weights, w_spread
 from .latent import sample_z
-from .model_landmarks import LandmarkRegressor, load_landmark_regressor
 from .model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model
-from .networks.triplane import TriPlaneGenerator
-from .preprocess.decode import load_photo
+from .model_landmarks import LandmarkRegressor, load_landmark_regressor
 from .networks.local_detail import LocalDetail
-from .render.rays import project_pixels
+from .networks.triplane import TriPlaneGenerator
 from .pipeline import FaceFit, face_mesh, invert_photo
+from .preprocess.align import crop_photo
+from .preprocess.decode import load_photo
+from .preprocess.detect import detect_faces, landmarks_in_box, model_file
+from .render.rays import project_pixels
 from .synthetic.groundtruth import MM, build_heads, orbit_cameras, render_heads
 from .synthetic.heads import HeadParams, sample_params
+from .threads import configure_threads
 
 HELD_OUT_SEED = 2_000_003      # synthetic faces: a stream no training or other evaluation draws from
 BASELINE_SEED = 2_000_029      # the random model samples the identity baseline is made of
@@ -549,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline_samples < 1:
         parser.error("--baseline-samples must be at least 1")
     configure_threads()   # as the engine runs: its figures and timings are the engine's
+    configure_allocator()
     started = time.perf_counter()
     try:
         report, rows = evaluate(args.images, max(args.synthetic, 0), args.model, args.steps, args.resolution,

@@ -19,6 +19,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .allocator import configure_allocator
 from .errors import Cancelled, TriFaceError
 from .threads import configure_threads
 from .wire import Event, Request, WireError
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     # The thread pools are sized once, before torch loads (OpenMP reads its environment then): the session
     # module imports torch, so it is imported only after.
     log.info("threads: %s", configure_threads())
+    log.info("allocator: %s", configure_allocator())
     from .session import Session
 
     server = Server(Session(args.model, args.device), events)

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..allocator import configure_allocator
 from ..config import PRESETS
 from ..errors import TriFaceError
 from ..fileio import atomic_write_text
@@ -51,9 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", choices=("engine", "library"), default="engine",
                         help="thread pools as the engine sets them at start (inference.threads), or as the "
                              "libraries size them by themselves (to measure the difference)")
+    parser.add_argument("--allocator", choices=("engine", "library"), default="engine",
+                        help="malloc as the engine sets it at start (inference.allocator), or glibc's defaults")
     args = parser.parse_args(argv)
     threads = configure_threads() if args.threads == "engine" else {"library_defaults": True}
     print(f"threads: {threads}")
+    if args.allocator == "engine":
+        print(f"allocator: {configure_allocator()}")
     if args.pipeline:
         return _pipeline(args, parser)
     device = select_device(args.device)

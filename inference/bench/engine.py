@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .. import __version__
+from ..allocator import allocator_settings
 from ..cameras import frontal_camera_label
 from ..config import PRESETS
 from ..errors import NoSurfaceError
@@ -37,11 +38,13 @@ def _rss_bytes() -> int:
 
 
 class PeakMemory:
-    """Peak memory above the starting point while the block runs, in MiB."""
+    """Peak memory above the starting point while the block runs, in MiB, and the peak itself (`total_mib`: the
+    process's resident size on CPU, which keeps the heap earlier requests left it, see `inference.allocator`;
+    the memory allocated on a GPU)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.peak_mib = 0.0
+        self.peak_mib = self.total_mib = 0.0
 
     def __enter__(self) -> "PeakMemory":
         if self.device.type == "cuda":
@@ -68,6 +71,7 @@ class PeakMemory:
             self._thread.join()
             peak = max(self._peak, _rss_bytes())
         self.peak_mib = (peak - self._start) / 2**20
+        self.total_mib = peak / 2**20
 
 
 def measure(fn: Callable[[], Any], device: torch.device, repeats: int) -> dict[str, float]:
@@ -145,7 +149,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "device": str(device), "engine": __version__}
+            "allocator": allocator_settings(), "device": str(device), "engine": __version__}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -45,7 +45,7 @@ WARMUP_THREAD = "triface-asset-warmup"   # see `Session._ensure_model`
 @dataclass
 class RequestCost:
     """What one request cost: each stage's seconds (the manifest's), the whole request's, its peak memory
-    above the start in MiB, and the refinement steps it ran."""
+    above the start and the process's peak (see `PeakMemory`) in MiB, and the refinement steps it ran."""
 
     seconds: dict[str, float]
     total: float
@@ -53,6 +53,7 @@ class RequestCost:
     fit_steps: int
     tune_steps: int
     preview_head: float | None = None   # seconds until the preview head was written (None: no preview)
+    process_mib: float = 0.0
 
 
 def warm_session(device: str, photo: Path | None, request: dict[str, Any] | None = None) -> Session:
@@ -85,7 +86,8 @@ def time_request(session: Session, photo: Path, budget: str,
     return RequestCost(seconds=_in_stage_order(manifest["seconds"]), total=round(total, 3),
                        peak_mib=round(memory.peak_mib, 1), fit_steps=manifest["fit"]["steps"],
                        tune_steps=manifest["fit"]["tune_steps"],
-                       preview_head=round(preview_at[0], 3) if preview_at else None)
+                       preview_head=round(preview_at[0], 3) if preview_at else None,
+                       process_mib=round(memory.total_mib, 1))
 
 
 def median_cost(costs: list[RequestCost]) -> RequestCost:
@@ -97,7 +99,7 @@ def median_cost(costs: list[RequestCost]) -> RequestCost:
         total=round(statistics.median(c.total for c in costs), 3), peak_mib=max(c.peak_mib for c in costs),
         fit_steps=statistics.median_low(c.fit_steps for c in costs),
         tune_steps=statistics.median_low(c.tune_steps for c in costs),
-        preview_head=_median_of([c.preview_head for c in costs]))
+        preview_head=_median_of([c.preview_head for c in costs]), process_mib=max(c.process_mib for c in costs))
 
 
 def bench_pipeline(photos: list[Path], budgets: list[str], device: str = "auto", repeats: int = 1,
@@ -149,6 +151,7 @@ def pipeline_table(report: dict[str, Any]) -> str:
     lines.append(row("preview head at", ("-" if m["preview_head"] is None else f"{m['preview_head']:.3f}"
                                          for m in medians)))
     lines.append(row("peak MiB (max)", (f"+{m['peak_mib']:.0f}" for m in medians)))
+    lines.append(row("process MiB (max)", (f"{m['process_mib']:.0f}" for m in medians)))
     lines.append(row("steps fit/tune", (f"{m['fit_steps']}/{m['tune_steps']}" for m in medians)))
     return "\n".join(lines)
 
