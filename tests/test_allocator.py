@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +31,9 @@ print(json.dumps(report))
 """
 
 
-def _run(mode: str) -> dict:
+def _run(mode: str, **env: str) -> dict:
     done = subprocess.run([sys.executable, "-c", SCRIPT, mode], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=True)
+                          timeout=120, check=True, env={**os.environ, **env})
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -47,3 +48,8 @@ def test_the_engine_reuses_the_pages_of_freed_arrays():
     # again each time (about 3000 here: the kernel may back them with huge pages); the engine's reuse them.
     assert library["faults"] > 1000
     assert engine["faults"] < 200
+
+
+def test_the_system_allocator_can_be_kept():
+    kept = _run("engine", TRIFACE_ALLOCATOR="system")
+    assert kept["allocator"] == "system default" and "TRIFACE_ALLOCATOR" in kept["reason"]
