@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..allocator import configure_allocator
 from ..cameras import intrinsics_matrix, orbit_cam2world
 from ..evaluate import machine_info, peak_rss_mib, photo_paths, step_budget, synthetic_faces, write_synthetic_photo
 from ..bench import PeakMemory
@@ -39,6 +40,7 @@ from ..fileio import atomic_write_text
 from ..synthetic.groundtruth import build_heads
 from ..synthetic.heads import sample_params
 from ..synthetic.raster import rasterize
+from ..threads import configure_threads
 from .bake import BakeOptions, PhotoView, bake_texture, interpolate, linear_to_srgb, srgb_to_linear, texel_map
 from .quality import intersecting_triangles
 from .register import register_template, vertex_normals
@@ -297,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("bench/asset.json"))
     args = parser.parse_args(argv)
+    configure_threads()   # as the engine runs: its timings are the engine's
+    configure_allocator()
     torch.manual_seed(0)
     mm_per_unit = 427.0   # the ICT heads' and the default model's world unit, in millimetres
     report: dict[str, Any] = {"command": "python -m inference.asset.evaluate " + " ".join(argv or sys.argv[1:]),
