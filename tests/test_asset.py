@@ -16,7 +16,7 @@ from arkit import ARKIT
 from inference.asset.bake import (
     BakeOptions,
     PhotoView,
-    colour_match,
+    colour_line,
     multiband_blend,
     sample_photo,
     srgb_to_linear,
@@ -214,16 +214,18 @@ def test_inside_the_mouth_unseen_pieces_get_their_own_colour_not_the_fields(temp
         np.testing.assert_allclose(median, np.array(INTERIOR_COLOURS[name]) * 255, atol=20)
 
 
-def test_colour_match_fits_the_photos_gain_and_offset_where_it_is_trusted():
+def test_the_colour_line_fits_the_photos_gain_and_offset_where_it_is_trusted():
     rng = np.random.default_rng(0)
     model = rng.uniform([0.1, 0.1, 0.1], [0.6, 0.6, 0.4], (5000, 3)).astype(np.float32)
     photo = (model * [1.3, 0.8, 3.0] + [0.05, 0.1, -0.25]).astype(np.float32)
     weight = np.where(np.arange(5000) < 4000, 1.0, 0.0)
     photo[4000:] = 0.0   # untrusted texels say nothing
-    matched = colour_match(model, photo, weight)
-    np.testing.assert_allclose(matched[:4000, :2], photo[:4000, :2], atol=1e-5)
-    assert abs(np.polyfit(model[:, 2], matched[:, 2], 1)[0] - 2.0) < 1e-4, "the gain is held to [0.5, 2]"
-    np.testing.assert_array_equal(colour_match(model, photo, np.zeros(5000)), model)
+    gain, offset = colour_line(model, photo, weight)
+    np.testing.assert_allclose(gain, [1.3, 0.8, 2.0], atol=1e-4)     # the gain is held to [0.5, 2]
+    np.testing.assert_allclose(offset[:2], [0.05, 0.1], atol=1e-4)
+    gain, offset = colour_line(model, photo, np.zeros(5000))
+    np.testing.assert_array_equal(gain, np.ones(3))
+    np.testing.assert_array_equal(offset, np.zeros(3))
 
 
 def test_the_multiband_blend_is_the_burt_adelson_blend_of_the_two_images():

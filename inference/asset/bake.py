@@ -7,9 +7,10 @@
           paint background or the far side onto the skin)
       the mirror: where the photo does not see a skin point but sees its mirror image (x -> -x on the template),
           that colour (the unseen side of a turned face)
-      elsewhere: the model's 3D colour field, colour-matched to the photo where both are known
-      the two joined by multi-band blending (no seam at the photo's boundary), and every texel outside the
-          charts filled from the charts by pull-push (padding for mip-mapping; nothing is left empty)
+      elsewhere: the model's 3D colour field, colour-matched to the photo where both are known, evaluated on a
+          coarser texel grid and padded past the charts there by pull-push (padding for mip-mapping; nothing
+          is left empty), then upsampled
+      the two joined by multi-band blending (no seam at the photo's boundary)
 Colours are blended in linear light and stored as sRGB. Texture rows run top to bottom, v = 1 first, as PNGs
 and Blender's images are laid out.
 """
@@ -307,16 +308,10 @@ def blended_difference(difference: torch.Tensor, weight: torch.Tensor, levels: i
     return result
 
 
-def colour_match(model: np.ndarray, photo: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """The model's colours (N, 3) mapped per channel by the gain and offset that best fit the photo's (N, 3)
-    where the photo is trusted (weight > 0.5): the field's soft colour, in the photo's white balance."""
-    gain, offset = colour_line(model, photo, weight)
-    return np.clip(model * gain + offset, 0.0, 1.0).astype(model.dtype)
-
-
 def colour_line(model: np.ndarray, photo: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The per-channel gain and offset (3,) of `colour_match`: the identity where fewer than 100 texels are
-    trusted."""
+    """The per-channel gain and offset (3,) that best map the model's colours (N, 3) to the photo's (N, 3) where
+    the photo is trusted (weight > 0.5): the field's soft colour, in the photo's white balance. The gain is held
+    to [0.5, 2]; the identity where fewer than 100 texels are trusted."""
     trusted = weight > 0.5
     if trusted.sum() < 100:
         return np.ones(3), np.zeros(3)
@@ -416,10 +411,9 @@ def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray
                                None if triangle_parts is None else np.asarray(triangle_parts), part_colours)
     said = np.flatnonzero(weight > 0)
     said_rows, said_cols = torch.from_numpy(texels.rows[said]), torch.from_numpy(texels.cols[said])
-    model_said = model_image[:, said_rows, said_cols].T.numpy()
     # The field's soft colour in the photo's white balance; the line is applied to the whole image, padding
     # included (it commutes with the padding's averages up to the clip).
-    gain, offset = colour_line(model_said, colour[said], weight[said])
+    gain, offset = colour_line(model_image[:, said_rows, said_cols].T.numpy(), colour[said], weight[said])
     model_image = (model_image * torch.from_numpy(gain).float()[:, None, None]
                    + torch.from_numpy(offset).float()[:, None, None]).clamp_(0.0, 1.0)
     seconds["field"] = time.perf_counter() - started
@@ -428,8 +422,7 @@ def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray
     # The photo's image is the model's wherever the photo says nothing (inside the charts and in their padding),
     # so their difference lives on the texels it sees, and the blend's low bands fade into the model.
     difference = torch.zeros(3, size, size)
-    model_said = model_image[:, said_rows, said_cols]
-    difference[:, said_rows, said_cols] = torch.from_numpy(colour[said]).T - model_said
+    difference[:, said_rows, said_cols] = torch.from_numpy(colour[said]).T - model_image[:, said_rows, said_cols]
     weight_image = torch.zeros(1, size, size)
     weight_image[0, said_rows, said_cols] = torch.from_numpy(weight[said])
     # The weight is zero past the charts, so the blend's padding is the model's padding: nothing outside a

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
+import scipy.optimize
 import scipy.sparse
 import scipy.sparse.linalg
 from scipy.spatial import cKDTree
@@ -163,7 +164,11 @@ def box_quadratic(hessian: np.ndarray, linear: np.ndarray, lower: np.ndarray, up
         if push.max() <= tolerance:
             return x
         held[int(np.argmax(push))] = False
-    raise RuntimeError("the bounded least squares did not converge")
+    # Not expected for a positive definite H (the objective falls at every step); should it cycle in floating
+    # point, SciPy's BVLS on H's Cholesky factor, |L^T x - L^-1 c|^2 + const, finishes the job.
+    factor = np.linalg.cholesky(hessian)
+    reduced = scipy.linalg.solve_triangular(factor, linear, lower=True)
+    return scipy.optimize.lsq_linear(factor.T, reduced, bounds=(lower, upper), method="bvls").x
 
 
 def uniform_laplacian(triangles: np.ndarray, count: int) -> scipy.sparse.csr_matrix:
