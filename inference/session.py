@@ -11,7 +11,7 @@ Ops and params:
                topology="template" | "raw", texture_size=2048 | 1024 | 4096 | None, preview=false}
               -> the face result manifest (see `pipeline.write_face_result`); the face stays cached.
               With preview (and a budget that refines): first a partial event, the preview head (see
-              `Session._preview`) in job_dir/preview, about 1.0 s into the request (warm, 2 idle CPU cores).
+              `Session._preview`) in job_dir/preview, about 0.8 s into the request (warm, 2 idle CPU cores).
               With images: [paths] instead of image (photos of one person, the main one first): one face
               fitted to all (see `inference.multiview`); the manifest adds "views", one camera per photo
   sample      {seed, truncation=0.7, job_dir, mesh_resolution, topology, texture_size}
