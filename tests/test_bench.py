@@ -18,6 +18,10 @@ def test_pipeline_report_times_every_stage_of_each_budget() -> None:
                                                   request=SMALL_REQUEST, warm_up=False)))
 
     assert {"platform", "cpu_count", "torch_threads", "device"} <= report["machine"].keys()
+    reference = report["reference_step_seconds"]   # how fast the machine ran, before and after the budgets
+    assert reference.keys() == {"before", "after"}
+    assert all(r.keys() == {"every_ray", "lattice_3x3"} and all(v > 0 for v in r.values())
+               for r in reference.values())
     assert report["budgets"]["2"]["fit_steps"] == 2 and "sampling" in report["budgets"]["2"]
     assert [(run["photo"], run["budget"]) for run in report["runs"]] == [(PHOTO.name, "preview"),
                                                                          (PHOTO.name, "2")]

@@ -115,6 +115,9 @@ def _pipeline(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"model {report['model']}, {len(photos)} photos, "
           f"median of {args.repeats} per photo, then over photos\n")
     print(pipeline_table(report))
+    reference = report["reference_step_seconds"]
+    print("\nreference step (s, every ray / 3 x 3 lattice): " + ", ".join(
+        f"{when} {r['every_ray']:.3f} / {r['lattice_3x3']:.3f}" for when, r in reference.items()))
     _write(args.out or Path("bench/pipeline.json"), report)
     return 0
 

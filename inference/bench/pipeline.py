@@ -7,6 +7,10 @@ made, the template head's caches ready): the figures of a user's second import, 
 every stage's seconds from the result manifest, the request's wall time, its peak memory above the start
 (`PeakMemory`) and the refinement steps actually run (a budget may stop early). With repeats, each figure is
 the median of the repeats, the peak memory the largest.
+
+Before and after the budgets it times a fixed workload (`reference_step_seconds`): a shared machine runs the
+same code up to 1.7 times as slowly on one day as on another, and that figure says how fast it ran, so that runs
+made on different days can be set side by side.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from typing import Any
 
 import torch
 
+from ..cameras import frontal_camera_label
 from ..errors import TriFaceError
-from ..invert import parse_budget
+from ..invert import StepRender, parse_budget, render_loss
+from ..networks.triplane import TriPlaneGenerator
 from ..session import Session
 from .engine import PeakMemory, machine_info
 
@@ -113,20 +119,47 @@ def bench_pipeline(photos: list[Path], budgets: list[str], device: str = "auto",
     session = warm_session(device, photos[0] if warm_up else None, request)
     runs = []
     try:
+        reference = {"before": reference_step_seconds(session.generator)}
         for budget in budgets:
             for photo in photos:
                 runs.append(_photo_run(session, photo, budget, repeats, request))
                 if report is not None:
                     report(runs[-1])
+        reference["after"] = reference_step_seconds(session.generator)
         device_used = session.generator.w_avg.device
         model = session.generator.config.name
     finally:
         session.close()
     return {"machine": machine_info(device_used), "model": model, "request": request, "warm_up": warm_up,
-            "repeats": repeats,
+            "repeats": repeats, "reference_step_seconds": reference,
             "photos": [photo.name for photo in photos],
             "budgets": {text: dataclasses.asdict(parse_budget(text)) for text in budgets},
             "runs": runs, "medians": {budget: _budget_medians(runs, budget) for budget in budgets}}
+
+
+def reference_step_seconds(generator: TriPlaneGenerator, repeats: int = 5) -> dict[str, float]:
+    """Seconds of one fitting step (synthesis, render, loss and w_plus's gradient) for the model's mean face in
+    the frontal camera against a fixed random target, rendering every ray ("every_ray") and a 3 x 3 lattice
+    ("lattice_3x3"): the fastest of `repeats` after a warm-up. The same workload whatever the budgets."""
+    device = generator.w_avg.device
+    res = generator.config.rendering.neural_rendering_resolution
+    target = (torch.rand(1, 3, res, res, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(device)
+    mask = torch.ones(1, 1, res, res, device=device)
+    camera = torch.as_tensor(frontal_camera_label(), dtype=torch.float32, device=device).reshape(1, -1)
+    w_avg = generator.w_avg.detach()[None, None].expand(1, generator.num_ws, -1)
+    seconds = {}
+    for name, stride in (("every_ray", 1), ("lattice_3x3", 3)):
+        step = StepRender(stride, 0, 0, generator.config.rendering, colour_only=True)
+        times = []
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            w_plus = w_avg.clone().requires_grad_(True)
+            render_loss(generator, w_plus, camera, target, mask, step).backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+        seconds[name] = round(min(times[1:]), 4)
+    return seconds
 
 
 def pipeline_table(report: dict[str, Any]) -> str:
