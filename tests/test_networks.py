@@ -17,7 +17,7 @@ from inference.networks.stylegan2 import (FullyConnectedLayer, MappingNetwork, S
 from inference.networks.superresolution import SuperResolution
 from inference.networks.triplane import TriPlaneGenerator
 from inference.render.rays import pixel_rays
-from inference.render.triplane import sample_triplane
+from inference.render.triplane import sample_triplane, sample_triplane_mean
 from inference.render.volume import composite, importance_depths, uniform_depths
 
 KEYS_TSV = Path(__file__).parent / "data" / "eg3d_ffhq512_G_ema_keys.tsv"
@@ -95,6 +95,25 @@ def test_modulated_conv_matches_per_sample_demodulated_convolution():
         torch.testing.assert_close(out[i:i + 1], expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("up", [1, 2])
+def test_modulated_conv_of_a_frozen_weight_gives_the_fused_result_and_gradients(up):
+    # Fitting a latent records gradients through frozen weights: that takes the unfused form, which must give
+    # the same output and the same gradients (to the styles and the input) as the fused one.
+    torch.manual_seed(3)
+    x, styles, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4), torch.randn(2, 1, 8 * up, 8 * up)
+    filt = make_resample_filter()
+
+    def run(weight_trains: bool):
+        weight = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(4)).requires_grad_(weight_trains)
+        xs, ss = x.clone().requires_grad_(True), styles.clone().requires_grad_(True)
+        out = modulated_conv2d(xs, weight, ss, noise=noise, up=up, padding=1, resample_filter=filt)
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        return out.detach(), xs.grad, ss.grad
+
+    for fused, unfused in zip(run(True), run(False)):
+        torch.testing.assert_close(unfused, fused, rtol=1e-5, atol=1e-5)
+
+
 def test_upsampling_conv_equals_fir_upsample_then_convolve_in_the_interior():
     # A transposed conv followed by the FIR filter is, as a linear shift-invariant system, the same as
     # FIR-upsampling first and convolving with the spatially flipped kernel; only the borders differ.
@@ -165,6 +184,21 @@ def test_triplane_sampling_matches_bilinear_formula(plane_axes):
         for p, (a, b) in enumerate(plane_axes):
             expected = _bilinear(planes[0, p], point[a] * 2 / box_warp, point[b] * 2 / box_warp)
             torch.testing.assert_close(out[0, p, m], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_mean_over_planes_is_sampled_in_grid_samples_layout_with_the_same_values_and_gradients():
+    torch.manual_seed(8)
+    planes, points = torch.randn(1, 3, 4, 6, 6), torch.rand(1, 7, 3) - 0.5
+    weights = torch.linspace(-1, 1, 7 * 4).reshape(1, 7, 4)
+    results = []
+    for sample in (lambda p: sample_triplane(p, points, EG3D_PLANE_AXES, 1.0).mean(dim=1),
+                   lambda p: sample_triplane_mean(p, points, EG3D_PLANE_AXES, 1.0)):
+        source = planes.clone().requires_grad_(True)
+        mean = sample(source)
+        (mean * weights).sum().backward()
+        results.append((mean.detach(), source.grad))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-6, atol=1e-6)
 
 
 def test_eg3d_planes_have_no_yz_plane():

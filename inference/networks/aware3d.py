@@ -16,24 +16,27 @@ from torch import nn
 from .stylegan2 import LRELU_GAIN, LRELU_SLOPE
 
 
-def pooled_lines(planes: torch.Tensor, plane_axes: tuple[tuple[int, int], ...],
-                 p: int) -> list[tuple[torch.Tensor, bool]]:
-    """The two other planes averaged along the axis plane p lacks: [(line (N, C, L), runs_along_p_width)].
-
-    What remains of plane q after the average runs along the axis q shares with p.
-    """
+def line_sources(plane_axes: tuple[tuple[int, int], ...], p: int) -> list[tuple[int, int, bool]]:
+    """Where plane p's context lines come from: [(other plane q, the dim of q averaged away (-1 or -2),
+    whether the line runs along p's width)]. What remains of q after the average runs along the axis q shares
+    with p."""
     width_axis, height_axis = plane_axes[p]
     lacking = 3 - width_axis - height_axis
-    lines = []
+    sources = []
     for q, (q_width, q_height) in enumerate(plane_axes):
         if q == p:
             continue
         if q_width == lacking:
-            line, line_axis = planes[:, q].mean(dim=-1), q_height
+            sources.append((q, -1, q_height == width_axis))
         else:
-            line, line_axis = planes[:, q].mean(dim=-2), q_width
-        lines.append((line, line_axis == width_axis))
-    return lines
+            sources.append((q, -2, q_width == width_axis))
+    return sources
+
+
+def pooled_lines(planes: torch.Tensor, plane_axes: tuple[tuple[int, int], ...],
+                 p: int) -> list[tuple[torch.Tensor, bool]]:
+    """The two other planes averaged along the axis plane p lacks: [(line (N, C, L), runs_along_p_width)]."""
+    return [(planes[:, q].mean(dim=dim), along_width) for q, dim, along_width in line_sources(plane_axes, p)]
 
 
 def aware3d_context(planes: torch.Tensor, plane_axes: tuple[tuple[int, int], ...]) -> torch.Tensor:
@@ -72,17 +75,19 @@ class Aware3DConv(nn.Module):
         own = F.conv2d(planes.reshape(n, 3 * c, h, w), weight[:, :, 0].reshape(3 * self.out_channels, c,
                                                                              *weight.shape[-2:]),
                        self.bias, padding=self.padding, groups=3).reshape(n, 3, self.out_channels, h, w)
-        outputs = []
+        # Every plane averaged once along each of its axes; each plane's two lines (three distinct planes give
+        # it one along its width and one along its height) are picked from these small tensors. Selecting
+        # whole planes instead would make the backward zero-fill a copy of the full stack for every selection.
+        means = {-1: planes.mean(dim=-1), -2: planes.mean(dim=-2)}
+        rows, columns = [], []
         for p in range(len(self.plane_axes)):
-            out = own[:, p]
-            for slot, (line, along_width) in enumerate(pooled_lines(planes, self.plane_axes, p), start=1):
+            for slot, (q, dim, along_width) in enumerate(line_sources(self.plane_axes, p), start=1):
                 kernel = weight[p, :, slot]  # (out, c, k, k)
                 if along_width:  # the line runs along this plane's width: broadcast over its rows
-                    out = out + F.conv1d(line, kernel.sum(dim=-2), padding=self.padding).unsqueeze(-2)
+                    rows.append(F.conv1d(means[dim][:, q], kernel.sum(dim=-2), padding=self.padding))
                 else:
-                    out = out + F.conv1d(line, kernel.sum(dim=-1), padding=self.padding).unsqueeze(-1)
-            outputs.append(out)
-        return torch.stack(outputs, dim=1)
+                    columns.append(F.conv1d(means[dim][:, q], kernel.sum(dim=-1), padding=self.padding))
+        return own + torch.stack(rows, dim=1).unsqueeze(-2) + torch.stack(columns, dim=1).unsqueeze(-1)
 
 
 class TriplaneRefiner(nn.Module):

@@ -22,9 +22,12 @@ class OSGDecoder(nn.Module):
         )
 
     def forward(self, sampled_features: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = sampled_features.mean(dim=1)
-        n, m, c = x.shape
-        x = self.net(x.reshape(n * m, c)).reshape(n, m, -1)
+        return self.decode(sampled_features.mean(dim=1))
+
+    def decode(self, mean_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The decoder after the mean over planes: mean_features (N, M, C) -> as `forward`."""
+        n, m, c = mean_features.shape
+        x = self.net(mean_features.reshape(n * m, c)).reshape(n, m, -1)
         return {"sigma": x[..., :1], "rgb": features_activation(x[..., 1:])}
 
     def hidden_projection(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import GeneratorConfig
 from ..render.rays import pixel_rays
-from ..render.triplane import sample_triplane
+from ..render.triplane import sample_triplane_mean
 from ..render.volume import render_rays
 from .aware3d import TriplaneRefiner, TriplaneUpsampler
 from .decoder import OSGDecoder
@@ -83,8 +83,8 @@ class TriPlaneGenerator(nn.Module):
 
         With a face's `detail` (an inverted photo's local-detail branch), the first three channels (colour)
         carry the photo's detail where the photo sees the point."""
-        features = sample_triplane(planes, points, self.config.plane_axes, self.config.rendering.box_warp)
-        out = self.decoder(features)
+        features = sample_triplane_mean(planes, points, self.config.plane_axes, self.config.rendering.box_warp)
+        out = self.decoder.decode(features)
         if detail is not None:
             rgb = out["rgb"]
             out["rgb"] = torch.cat([detail.colour(points, rgb[..., :3]), rgb[..., 3:]], dim=-1)

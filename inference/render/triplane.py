@@ -21,9 +21,29 @@ def sample_triplane(planes: torch.Tensor, points: torch.Tensor, plane_axes: tupl
 
     Bilinear, zero outside the box, align_corners=False: the plane's pixel centres tile the box.
     """
+    return _grid_sample_planes(planes, points, plane_axes, box_warp).transpose(-1, -2)
+
+
+def sample_triplane_mean(planes: torch.Tensor, points: torch.Tensor, plane_axes: tuple[tuple[int, int], ...],
+                         box_warp: float) -> torch.Tensor:
+    """The mean over the three planes of `sample_triplane`'s features (the decoder's input): (N, M, C).
+
+    Averaged in grid_sample's own layout (channels before points), so only the average, a third of the
+    features, is transposed to points before channels, here and in the backward."""
+    mean = _grid_sample_planes(planes, points, plane_axes, box_warp).mean(dim=1)   # (N, C, M)
+    if mean.requires_grad:
+        # Its gradient arrives points before channels: laid out for grid_sample here, before the mean's
+        # backward spreads it over the three planes, a third as much data changes layout.
+        mean.register_hook(torch.Tensor.contiguous)
+    return mean.transpose(-1, -2)
+
+
+def _grid_sample_planes(planes: torch.Tensor, points: torch.Tensor, plane_axes: tuple[tuple[int, int], ...],
+                        box_warp: float) -> torch.Tensor:
+    """Bilinear features of every plane at the points, in grid_sample's layout: (N, 3, C, M)."""
     n, n_planes, c, h, w = planes.shape
     m = points.shape[1]
     uv = plane_coordinates(points, plane_axes, box_warp).reshape(n * n_planes, 1, m, 2)
     out = F.grid_sample(planes.reshape(n * n_planes, c, h, w), uv.to(planes.dtype), mode="bilinear",
                         padding_mode="zeros", align_corners=False)
-    return out.reshape(n, n_planes, c, m).permute(0, 1, 3, 2)
+    return out.reshape(n, n_planes, c, m)
