@@ -15,6 +15,8 @@ from inference.invert import (
     StepRender,
     fit_w_plus,
     parse_budget,
+    photometric_loss,
+    render_loss,
     synthesis_prefix,
     tune_generator,
     tuned_parameter_names,
@@ -87,6 +89,29 @@ def test_a_sub_lattice_render_is_the_full_render_at_those_pixels(setup):
     assert part.shape == (1, 3, 21, 21)
     torch.testing.assert_close(part, full[:, :, 2::3, 1::3], rtol=1e-4, atol=1e-5)
     assert torch.equal(step.pick(full), full[:, :, 2::3, 1::3])
+
+
+def test_a_step_renders_only_the_rays_inside_the_mask_with_the_same_loss_and_gradient(setup):
+    generator, camera, target, _ = setup
+    res = target.shape[-1]
+    rows, cols = torch.meshgrid(torch.arange(res), torch.arange(res), indexing="ij")
+    mask = ((rows - res / 2) ** 2 + (cols - res / 2) ** 2 < (res / 3) ** 2).float()[None, None]
+    step = StepRender(stride=2, row=1, col=0, options=generator.config.rendering, colour_only=True)
+    results = []
+    for masked in (True, False):
+        w = generator.w_avg[None, None].expand(1, generator.num_ws, -1).clone().requires_grad_(True)
+        planes = generator.synthesize_planes(w)
+        if masked:
+            loss = render_loss(generator, w, camera, target, mask, step, planes)
+        else:   # every ray of the lattice
+            loss = photometric_loss(step.render(generator, planes, camera), step.pick(target), step.pick(mask))
+        results.append((loss.detach(), torch.autograd.grad(loss, w)[0]))
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
+    with torch.no_grad():
+        where = step.pick(mask)[0, 0] > 0
+        part = step.render(generator, planes, camera, where=where)
+    assert 0.2 < where.float().mean() < 0.6 and torch.all(part[..., ~where] == 0)
 
 
 def test_the_synthesis_prefix_and_last_block_are_the_whole_synthesis(setup):
