@@ -276,13 +276,50 @@ def test_bounded_least_squares_finds_scipys_optimum(seed):
         lower = np.where(rng.uniform(size=size) < 0.2, -np.inf, rng.normal(size=size) - 0.5)
         upper = np.where(rng.uniform(size=size) < 0.2, np.inf, np.where(np.isinf(lower), 0.0, lower)
                          + rng.uniform(0.01, 2, size))
-        x = bounded_least_squares(matrix, target, lower, upper)
         reference = scipy.optimize.lsq_linear(matrix, target, bounds=(lower, upper), method="bvls", tol=1e-12).x
-        assert (x >= lower).all() and (x <= upper).all()
-        cost, best = (np.sum((matrix @ v - target) ** 2) for v in (x, reference))
-        assert cost <= best * (1 + 1e-9)
+        best = np.sum((matrix @ reference - target) ** 2)
+        # From its own start and from a guess (a perturbed optimum, as the registration's previous round gives,
+        # or anything at all), the same optimum.
+        guesses = [None, reference + rng.normal(size=size) * 0.1, rng.normal(size=size) * 3]
+        for guess in guesses:
+            x = bounded_least_squares(matrix, target, lower, upper, guess)
+            assert (x >= lower).all() and (x <= upper).all()
+            assert np.sum((matrix @ x - target) ** 2) <= best * (1 + 1e-9)
         active += int((np.isclose(x, lower) | np.isclose(x, upper)).any())
     assert active >= 10, "most problems hold a variable at a bound"
+
+
+def test_vertex_normals_sum_each_faces_normal_at_its_corners_in_scatter_add_order(template):
+    """The bincount form adds the faces' normals at their corners in the order np.add.at does, corner by
+    corner: bit-identical, on the template and on a mesh with unused vertices."""
+    from inference.asset.register import vertex_normals
+
+    for vertices, triangles in ((true_head(0), template.triangles()),
+                                (np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32),
+                                 np.random.default_rng(1).integers(0, 40, (80, 3)))):
+        a, b, c = (vertices[triangles[:, i]] for i in range(3))
+        face = np.cross(b - a, c - a)
+        expected = np.zeros(vertices.shape, np.float64)
+        for i in range(3):
+            np.add.at(expected, triangles[:, i], face)
+        expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-20)
+        assert np.array_equal(vertex_normals(vertices, triangles), expected)
+
+
+def test_closest_points_split_among_threads_are_those_found_in_one_piece(template):
+    """The surface's closest-point query splits large queries among the engine's threads: each point's answer
+    is its own, so the pieces give exactly what one query does."""
+    from inference.asset.register import _Surface
+
+    vertices = true_head(1)
+    surface = _Surface(vertices, template.triangles())
+    points = vertices[:SKIN_VERTICES] + np.random.default_rng(2).normal(scale=0.01, size=(SKIN_VERTICES, 3))
+    surface.workers = 3
+    split = surface.closest(points)
+    whole = surface._closest(points)
+    for got, expected in zip(split, whole):
+        assert np.array_equal(got, expected)
+    assert np.percentile(split[2], 50) < 0.01, "the query found the nearby surface"
 
 
 def test_every_texel_a_triangle_covers_is_baked_and_every_other_one_is_padded(template, textured_head):

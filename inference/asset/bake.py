@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,8 +128,16 @@ def interpolate(texels: TexelMap, triangles: np.ndarray, values: np.ndarray) -> 
     """Per-vertex values (V, C) -> per-texel values (N, C) float32 by the texels' barycentrics."""
     corners = torch.from_numpy(np.ascontiguousarray(triangles[texels.triangle]))          # (N, 3)
     table = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
-    bary = torch.from_numpy(texels.bary)
-    return sum(bary[:, k:k + 1] * table[corners[:, k]] for k in range(3)).numpy()
+    return _barycentric_sum(torch.from_numpy(texels.bary), table, corners).numpy()
+
+
+def _barycentric_sum(weights: torch.Tensor, table: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """sum_c weights[:, c] * table[corners[:, c]]: rows (V, C) of a table mixed by barycentric weights (N, 3)
+    at corner indices (N, 3), accumulated in place (one (N, C) result, not one per corner)."""
+    total = weights[:, 0:1] * table[corners[:, 0]]
+    for c in (1, 2):
+        total.addcmul_(weights[:, c:c + 1], table[corners[:, c]])
+    return total
 
 
 def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
@@ -243,7 +252,7 @@ def _photo_weight(visibility: "_Visibility", bary: np.ndarray, corners: np.ndarr
     position and normal side by side (one gather per corner for both)."""
     weights = torch.from_numpy(np.ascontiguousarray(bary, dtype=np.float32))
     index = torch.from_numpy(np.ascontiguousarray(corners, dtype=np.int64))
-    at_points = sum(weights[:, c:c + 1] * surface[index[:, c]] for c in range(3))
+    at_points = _barycentric_sum(weights, surface, index)
     point_normals = at_points[:, 3:]
     point_normals = point_normals / point_normals.norm(dim=1, keepdim=True).clamp(min=1e-12)
     return visibility.weight(at_points[:, :3], point_normals, parts)
@@ -358,6 +367,20 @@ def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray
     `view` may be several photos of the same face (see `_combine`): each texel takes the photos that see it,
     weighted by how well each does; the mirror fills in only what none of them sees."""
     views = [view] if isinstance(view, PhotoView) else list(view)
+    with ThreadPoolExecutor(1, thread_name_prefix="triface-bake-field") as pool:
+        # The model's texture needs only the head and the colour field (torch, on every core, in bursts): it is
+        # made beside the photo's part, which is mostly single-threaded array work, and costs about nothing.
+        model_image = pool.submit(_field_image, uvs, uv_triangles, triangles, vertices, field_colours, options,
+                                  None if triangle_parts is None else np.asarray(triangle_parts), part_colours)
+        return _bake_with(model_image, uvs, uv_triangles, vertices, triangles, normals, views, mirror,
+                          mirror_triangles, options, triangle_parts)
+
+
+def _bake_with(model_future: Future, uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray,
+               triangles: np.ndarray, normals: np.ndarray, views: list[PhotoView], mirror: np.ndarray | None,
+               mirror_triangles: np.ndarray | None, options: BakeOptions,
+               triangle_parts: np.ndarray | None) -> Bake:
+    """`bake_texture`, with the model's texture coming from `model_future` (see `_field_image`)."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     size = options.size
@@ -406,9 +429,9 @@ def bake_texture(uvs: np.ndarray, uv_triangles: np.ndarray, vertices: np.ndarray
     seconds["photo"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    # The model's texture, padded past the charts, and its colour at the texels the photo has a say in.
-    model_image = _field_image(uvs, uv_triangles, triangles, vertices, field_colours, options,
-                               None if triangle_parts is None else np.asarray(triangle_parts), part_colours)
+    # The model's texture, padded past the charts (what is left of making it), and its colour at the texels the
+    # photo has a say in.
+    model_image = model_future.result()
     said = np.flatnonzero(weight > 0)
     said_rows, said_cols = torch.from_numpy(texels.rows[said]), torch.from_numpy(texels.cols[said])
     # The field's soft colour in the photo's white balance; the line is applied to the whole image, padding
