@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -384,12 +385,10 @@ class _ModelFit:
     def _rows(self, current: np.ndarray, scale: float, rotation: np.ndarray,
               reject: float) -> tuple[np.ndarray, np.ndarray]:
         """Weighted rows [omega, shift_mm, coefficients] and right-hand sides, in mm, of every residual."""
-        o = self.options
         self._pivot = current[:FACE_AREA_VERTICES].mean(0)
-        blocks, sides = [], []
 
         def plane_rows(position: np.ndarray, basis: np.ndarray, point: np.ndarray, normal: np.ndarray,
-                       weight: np.ndarray) -> None:
+                       weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             # n . (X(theta) - y) for model points X at `position` (N, 3) with columns `basis` (N, 3, K): X moves
             # by omega x (X - pivot) + shift + s R (basis @ dc) around where it is now.
             arm = (position - self._pivot) * self.mm
@@ -399,8 +398,7 @@ class _ModelFit:
             # The basis columns act on absolute coefficients: subtract their current contribution.
             constant = constant - coefficient @ self._coefficients_now
             w = np.sqrt(weight)[:, None]
-            blocks.append(w * np.hstack([np.cross(arm, normal), normal, coefficient]))
-            sides.append(-w[:, 0] * constant)
+            return w * np.hstack([np.cross(arm, normal), normal, coefficient]), -w[:, 0] * constant
 
         # Template -> surface.
         skin = current[:SKIN_VERTICES]
@@ -408,7 +406,22 @@ class _ModelFit:
         template_normal = vertex_normals(current, self.triangles)[:SKIN_VERTICES]
         keep = (distance < reject) & (np.einsum("nc,nc->n", normal, template_normal) > 0.5)
         vertex = np.flatnonzero(keep)
-        plane_rows(current[vertex], self.basis[vertex], point[vertex], normal[vertex], self.skin_weight[vertex])
+        with ThreadPoolExecutor(1, thread_name_prefix="triface-register-rows") as pool:
+            # The largest block (every kept skin vertex, a gather of its basis columns) is made on the other core
+            # while this one makes the rest; the rows keep their order.
+            onto_surface = pool.submit(lambda: plane_rows(current[vertex], self.basis[vertex], point[vertex],
+                                                          normal[vertex], self.skin_weight[vertex]))
+            rows = self._surface_and_landmark_rows(plane_rows, current, template_normal, len(vertex), reject)
+            rows.insert(0, onto_surface.result())
+        return np.vstack([block for block, _ in rows]), np.concatenate([side for _, side in rows])
+
+    def _surface_and_landmark_rows(self, plane_rows: Callable, current: np.ndarray, template_normal: np.ndarray,
+                                   kept: int, reject: float) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The rows of the surface -> template correspondences and of the landmarks (see `_rows`), weighted
+        against the `kept` template -> surface correspondences."""
+        o = self.options
+        skin = current[:SKIN_VERTICES]
+        rows = []
         # Surface -> template: surface points near the face get their nearest template skin vertex.
         tree = cKDTree(skin)
         candidates = self.rng.integers(0, len(self.surface.vertices), size=o.surface_samples * 4)
@@ -417,21 +430,21 @@ class _ModelFit:
             (np.einsum("nc,nc->n", self.surface.normals[candidates], template_normal[nearest]) > 0.5)
         chosen = candidates[close][:o.surface_samples]
         nearest = nearest[close][:o.surface_samples]
-        plane_rows(current[nearest], self.basis[nearest], self.surface.vertices[chosen], template_normal[nearest],
-                   np.full(len(chosen), len(vertex) / max(len(chosen), 1) * 0.5))
+        rows.append(plane_rows(current[nearest], self.basis[nearest], self.surface.vertices[chosen],
+                               template_normal[nearest], np.full(len(chosen), kept / max(len(chosen), 1) * 0.5)))
         # Landmarks: across their rays from the camera (two rows each), or point to point without one.
         index = np.flatnonzero(self.valid)
         targets = self.landmarks[index]
         position, basis = self.points.of(current)[index], self.landmark_basis[index]
-        weight = np.where(index < 17, o.jaw_landmark_weight, 1.0) * o.landmark_weight * max(len(vertex), 1) / 1000.0
+        weight = np.where(index < 17, o.jaw_landmark_weight, 1.0) * o.landmark_weight * max(kept, 1) / 1000.0
         if self.camera_position is None:
             axes = [np.broadcast_to(axis, targets.shape).copy() for axis in np.eye(3)]
         else:
             rays = targets - self.camera_position
             axes = list(ray_axes(rays / np.linalg.norm(rays, axis=1, keepdims=True)))
         for axis in axes:
-            plane_rows(position, basis, targets, axis, weight)
-        return np.vstack(blocks), np.concatenate(sides)
+            rows.append(plane_rows(position, basis, targets, axis, weight))
+        return rows
 
 
 def _vertex_mask(triangles: np.ndarray, count: int) -> np.ndarray:
@@ -459,11 +472,48 @@ def refine_skin(template: Template, fitted: np.ndarray, surface: _Surface, mm_pe
     neighbours with them), and the offsets are solved again, the smoothness carrying the neighbourhood's offset
     over them; what still folds fades back to the fitted head."""
     count = SKIN_VERTICES
+    with ThreadPoolExecutor(1, thread_name_prefix="triface-register-parts") as pool:
+        # Which skin vertices each interior part follows depends on the fitted head alone: found on the other
+        # core while this one solves.
+        part_anchors = pool.submit(_part_anchors, template, fitted, surface.workers)
+        offsets = _refined_offsets(template, fitted, surface, mm_per_unit, options, rounds)
+        vertices = fitted.copy()
+        vertices[:count] += offsets
+        for index, nearest in part_anchors.result():
+            vertices[index] += offsets[nearest.ravel()].mean(0)
+    return vertices
+
+
+def _part_anchors(template: Template, fitted: np.ndarray, workers: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each rigid part's vertices and, for each of them, its 4 nearest skin vertices on the fitted head."""
+    skin_tree = cKDTree(fitted[:SKIN_VERTICES])
+    parts = [template.part_vertices(part) for part in RIGID_PARTS]
+    _, nearest = skin_tree.query(fitted[np.concatenate(parts)], k=4, workers=workers)
+    return list(zip(parts, np.split(nearest, np.cumsum([len(index) for index in parts])[:-1])))
+
+
+_SKIN_OPERATORS: dict[tuple[int, float], tuple[Template, scipy.sparse.csr_matrix, scipy.sparse.csr_matrix]] = {}
+
+
+def _skin_operators(template: Template, smoothness: float) -> tuple[scipy.sparse.csr_matrix, scipy.sparse.csr_matrix]:
+    """The skin's one-ring adjacency and the refinement's smoothness term, smoothness * L^T L (cached: the same
+    for every face)."""
+    key = (id(template), smoothness)
+    cached = _SKIN_OPERATORS.get(key)
+    if cached is None or cached[0] is not template:
+        laplacian = uniform_laplacian(template.triangles(), SKIN_VERTICES)
+        adjacency = (laplacian != 0).astype(np.float64)       # each vertex with its one-ring
+        cached = _SKIN_OPERATORS[key] = (template, adjacency, smoothness * (laplacian.T @ laplacian))
+    return cached[1], cached[2]
+
+
+def _refined_offsets(template: Template, fitted: np.ndarray, surface: _Surface, mm_per_unit: float,
+                     options: RegistrationOptions, rounds: int) -> np.ndarray:
+    """The skin's offsets (SKIN_VERTICES, 3) from the fitted head (see `refine_skin`)."""
+    count = SKIN_VERTICES
     triangles = template.triangles()
     skin_triangles = triangles[(triangles < count).all(1)]
-    laplacian = uniform_laplacian(triangles, count)
-    adjacency = (laplacian != 0).astype(np.float64)       # each vertex with its one-ring
-    smooth = options.refine_smoothness * (laplacian.T @ laplacian)
+    adjacency, smooth = _skin_operators(template, options.refine_smoothness)
     reach = options.refine_reach_mm / mm_per_unit
     offsets = np.zeros((count, 3))
     normals_template = vertex_normals(fitted, triangles)[:count]
@@ -505,12 +555,4 @@ def refine_skin(template: Template, fitted: np.ndarray, surface: _Surface, mm_pe
             fade = np.maximum(fade, (adjacency @ fade) / np.asarray(adjacency.sum(1)).ravel())
         fade = np.minimum(fade * 1.5, 1.0)
         folded = folds(offsets * (1.0 - fade[:, None]))
-    offsets = offsets * (1.0 - fade[:, None])
-    vertices = fitted.copy()
-    vertices[:count] += offsets
-    skin_tree = cKDTree(fitted[:count])
-    for part in RIGID_PARTS:
-        index = template.part_vertices(part)
-        _, nearest = skin_tree.query(fitted[index], k=4, workers=surface.workers)
-        vertices[index] += offsets[nearest.ravel()].mean(0)
-    return vertices
+    return offsets * (1.0 - fade[:, None])
