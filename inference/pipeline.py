@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -116,27 +115,26 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path | Photo, model_i
                  progress: ProgressFn | None = None, encoder: LatentEncoder | None = None,
                  landmark_regressor: LandmarkRegressor | None = None,
                  local_detail: LocalDetailNet | None = None,
-                 on_prepared: OnPrepared | None = None) -> FaceFit:
+                 on_prepared: Callable[[FaceFit, Photo], None] | None = None) -> FaceFit:
     """Decode, find the face, estimate the camera, encode the crop (when the model has an encoder: the pivot,
     else w_avg), then refine: `steps` of w_plus fitting (an int), or a Budget of fitting and PTI tuning; last,
     when the model has a local-detail branch, lift the photo's detail onto the reconstruction. `photo_path` may
     be a photo already loaded with `load_photo`. `on_prepared(face, photo)` sees the face as the encoder and the
     landmark fit leave it, before refinement (`PreparedPhoto.face_fit`; the engine's preview head), and the
-    decoded photo; it may return a function that waits for work it started beside the fit (see
-    `finished_before_tuning`)."""
+    decoded photo."""
     budget = steps if isinstance(steps, Budget) else Budget(int(steps), 0)
     report = progress or (lambda fraction, message: None)
     prepared = prepare_photo(generator, photo_path, face_index, encoder, landmark_regressor, report)
-    finish_prepared = on_prepared(prepared.face_fit(model_id), prepared.photo) if on_prepared is not None else None
+    if on_prepared is not None:
+        on_prepared(prepared.face_fit(model_id), prepared.photo)
     seconds = dict(prepared.seconds)
     target, mask, camera = prepared.target, prepared.mask, prepared.camera
     device = generator.w_avg.device
     started = time.perf_counter()
-    with finished_before_tuning(finish_prepared):
-        fit = fit_w_plus(generator, target, mask, camera, steps=budget.fit_steps,
-                         spread=spread if spread is not None else torch.ones((), device=device),
-                         w_init=prepared.pivot, lr=budget.fit_lr, progress=lambda f, m: report(0.1 + 0.5 * f, m),
-                         landmarks=prepared.landmark_target(landmark_regressor), sampling=budget.sampling)
+    fit = fit_w_plus(generator, target, mask, camera, steps=budget.fit_steps,
+                     spread=spread if spread is not None else torch.ones((), device=device),
+                     w_init=prepared.pivot, lr=budget.fit_lr, progress=lambda f, m: report(0.1 + 0.5 * f, m),
+                     landmarks=prepared.landmark_target(landmark_regressor), sampling=budget.sampling)
     seconds["fit"] = time.perf_counter() - started
     started = time.perf_counter()
     tuned, tune_losses = tune_generator(generator, fit.w_plus, target, mask, camera,
@@ -153,22 +151,6 @@ def invert_photo(generator: TriPlaneGenerator, photo_path: Path | Photo, model_i
         seconds["detail"] = time.perf_counter() - started
     return replace(prepared.face_fit(model_id), w_plus=fit.w_plus, tuned=tuned, fit_losses=fit.losses,
                    tune_losses=tune_losses, seconds=seconds, detail=detail)
-
-
-# Sees a face before refinement and its photo; may return a function that waits for what it started meanwhile.
-OnPrepared = Callable[[FaceFit, Photo], Callable[[], None] | None]
-
-
-@contextmanager
-def finished_before_tuning(finish: Callable[[], None] | None) -> Iterator[None]:
-    """Run the block (fitting w_plus), then `finish()`: work started beside it (the engine's preview head, built
-    on the other core) reads the generator's own weights, which tuning replaces in place, so it must end first.
-    Also when the block raises (a cancel): no thread may read the generator while the next request tunes it."""
-    try:
-        yield
-    finally:
-        if finish is not None:
-            finish()
 
 
 @dataclass

@@ -41,7 +41,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -124,21 +123,10 @@ class Session:
         job_dir = Path(_required(params, "job_dir"))
         on_prepared, preview_seconds = None, {}
         if partial is not None and _wants_preview(params):
-            def build_preview(face: FaceFit, photo: Photo, started: float) -> None:
-                # Quietly: the fit reports progress meanwhile. A cancel stops the request at the fit's next step
-                # (which then waits for this), and `partial` sends no head of a cancelled request.
-                partial(self._preview(face, photo, params, job_dir / PREVIEW_FOLDER))
+            def on_prepared(face: FaceFit, photo: Photo) -> None:
+                started = time.perf_counter()
+                partial(self._preview(face, photo, params, job_dir / PREVIEW_FOLDER, lambda m: progress(0.08, m)))
                 preview_seconds["preview"] = time.perf_counter() - started
-
-            def on_prepared(face: FaceFit, photo: Photo) -> Callable[[], None]:
-                # The preview head is built beside the fit: its registration and writing are single-threaded
-                # array work on a core the fit leaves partly idle. The fit waits for it before tuning, which
-                # changes the generator's weights in place (`finished_before_tuning`); its errors (a cancel)
-                # are raised there.
-                pool = ThreadPoolExecutor(1, thread_name_prefix="triface-preview")
-                future = pool.submit(build_preview, face, photo, time.perf_counter())
-                pool.shutdown(wait=False)   # its one thread ends with the preview
-                return future.result
         fit = self._fit(params, lambda f, m: progress(0.9 * f, m), photos[0] if len(photos) == 1 else photos,
                         on_prepared=on_prepared)
         images = [camera_photo(photo, job_dir, "photo.png" if i == 0 else f"photo_{i}.png")
@@ -300,19 +288,23 @@ class Session:
             self._remember(fit)
         return fit
 
-    def _preview(self, fit: FaceFit, photo: Photo, params: dict[str, Any], job_dir: Path) -> dict:
+    def _preview(self, fit: FaceFit, photo: Photo, params: dict[str, Any], job_dir: Path,
+                 report: Callable[[str], None]) -> dict:
         """The preview head of a face before refinement (the encoder's latent, fitted to the landmarks) and its
         main photo, written into `job_dir`: its result manifest, marked "preview". The request's topology, a
-        coarse mesh, a quick registration, vertex colours only and no shape keys (see PREVIEW_REGISTRATION).
-        It reports no progress: it runs beside the fit, which does (see `invert`)."""
+        coarse mesh, a quick registration, vertex colours only and no shape keys (see PREVIEW_REGISTRATION);
+        `report(message)` is the request's progress, so a cancel stops it."""
         generator = self.generator
+        report("building the preview head")
         resolution = min(PREVIEW_MESH_RESOLUTION, int(params.get("mesh_resolution", 192)))
         request = dataclasses.replace(_asset_request(params), texture_size=None)
         mesh = face_mesh(generator, fit.w_plus, resolution, with_colors=request.topology == "raw")
         landmarks = mesh_landmarks(fit, mesh)
         edit_list = self.directions.describe()
         asset, warnings = head_asset(generator, fit, fit.w_plus, mesh, landmarks, request, None, edit_list,
-                                     registration_options=PREVIEW_REGISTRATION, shape_keys=False)
+                                     lambda f, m: report(m), registration_options=PREVIEW_REGISTRATION,
+                                     shape_keys=False)
+        report("writing the preview head")
         manifest = write_face_result(job_dir, generator, fit, asset, landmarks, edit_list, {},
                                      camera_photo(photo, job_dir), warnings)
         return manifest | {"preview": True}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from PIL import Image
 
 from inference import wire
 from inference.editing import edit_directions
-from inference.errors import Cancelled, UnknownFaceError
+from inference.errors import UnknownFaceError
 from inference.model_io import DEFAULT_MODEL_DIR, load_model
 from inference.preprocess.decode import load_photo
 from inference.session import Session
@@ -98,37 +97,6 @@ def test_session_inverts_a_photo_and_resynthesises_it_with_an_edit(tmp_path):
     assert result["photo_image"] == {"file": str(PHOTO), "size": [450, 550], "copy": False, "scale": 1.0}
     with pytest.raises(UnknownFaceError, match="import the photo again"):
         session.synthesize({"face_id": "nope", "job_dir": str(tmp_path / "c")}, lambda f, m: None)
-
-
-def test_the_preview_head_is_built_beside_the_fit_and_done_before_tuning_changes_the_weights(tmp_path):
-    """The preview head is made on another thread while w_plus is fitted; tuning replaces the generator's weights
-    in place, so the request waits for the preview first. A slow receiver of the preview holds tuning back; a
-    preview that fails (a cancel when it is sent) fails the request."""
-    session = Session(model="default", device="cpu")
-    params = {"image": str(PHOTO), "steps": "2,tune=1", "mesh_resolution": 64, "texture_size": 1024,
-              "preview": True}
-    events = []
-
-    def slow_partial(manifest: dict) -> None:
-        assert threading.current_thread() is not threading.main_thread()
-        time.sleep(3.0)
-        events.append(("partial", time.perf_counter()))
-
-    result = session.invert(params | {"job_dir": str(tmp_path / "a")},
-                            lambda f, m: events.append((m, time.perf_counter())), slow_partial)
-    sent = next(t for name, t in events if name == "partial")
-    fitting = [t for name, t in events if name.startswith("fitting")]
-    tuning = [t for name, t in events if name.startswith("tuning")]
-    assert fitting and tuning and result["fit"]["tune_steps"] == 1
-    assert fitting[0] < sent, "the fit ran while the preview was being sent"
-    assert sent < tuning[0], "tuning waited for the preview"
-    assert "preview" in result["seconds"]
-
-    def cancelled_partial(manifest: dict) -> None:
-        raise Cancelled("request 1 (invert) was cancelled")
-
-    with pytest.raises(Cancelled):
-        session.invert(params | {"job_dir": str(tmp_path / "b")}, lambda f, m: None, cancelled_partial)
 
 
 def test_the_result_names_an_upright_copy_of_a_photo_a_viewer_would_show_turned(tmp_path):

@@ -39,9 +39,6 @@ from .engine import PeakMemory, machine_info
 STAGES = ("decode", "detect", "align", "encoder", "landmarks", "preview", "fit", "tune", "detail", "mesh",
           "lift_landmarks", "template", "register", "vertex_colours", "bake", "write")
 DEFAULT_BUDGETS = ("preview", "fast", "fast-before", "best", "best-before")
-# Stages that run beside others (the preview head is built on the other core while w_plus is fitted): their seconds
-# are their own, and the request's "other" time leaves them out.
-BESIDE = ("preview",)
 # The add-on's defaults (the mesh: the engine's), its preview head included: the engine sends it as soon as the
 # encoder and the landmark fit are done, and the time it arrives is what the user waits to see a head.
 REQUEST = {"topology": "template", "texture_size": 2048, "preview": True}
@@ -167,8 +164,7 @@ def reference_step_seconds(generator: TriPlaneGenerator, repeats: int = 5) -> di
 
 def pipeline_table(report: dict[str, Any]) -> str:
     """The medians over photos as aligned text: one row per stage, one column per budget; "other" is the
-    request's time outside the named stages (but those run beside others, BESIDE), the peak memory the largest
-    over photos."""
+    request's time outside the named stages, the peak memory the largest over photos."""
     budgets = [budget for budget, medians in report["medians"].items() if medians is not None]
     medians = [report["medians"][budget] for budget in budgets]
     found = {name for m in medians for name in m["seconds"]}
@@ -181,10 +177,9 @@ def pipeline_table(report: dict[str, Any]) -> str:
 
     lines = [row("stage (s)", budgets)]
     for stage in stages:
-        lines.append(row(f"{stage} (beside)" if stage in BESIDE else stage,
-                         (f"{m['seconds'][stage]:.3f}" if stage in m["seconds"] else "-" for m in medians)))
-    lines.append(row("other", (f"{m['total'] - sum(v for k, v in m['seconds'].items() if k not in BESIDE):.3f}"
-                               for m in medians)))
+        lines.append(row(stage, (f"{m['seconds'][stage]:.3f}" if stage in m["seconds"] else "-"
+                                 for m in medians)))
+    lines.append(row("other", (f"{m['total'] - sum(m['seconds'].values()):.3f}" for m in medians)))
     lines.append(row("total", (f"{m['total']:.3f}" for m in medians)))
     lines.append(row("preview head at", ("-" if m["preview_head"] is None else f"{m['preview_head']:.3f}"
                                          for m in medians)))

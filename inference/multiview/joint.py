@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,8 +42,8 @@ from ..model_landmarks import LandmarkRegressor
 from ..networks.encoder import LatentEncoder
 from ..networks.local_detail import LocalDetailNet, ViewsDetail
 from ..networks.triplane import TriPlaneGenerator
-from ..pipeline import (FaceFit, OnPrepared, PreparedPhoto, ViewFit, detail_region, finished_before_tuning,
-                        invert_photo, photo_detail, prepare_photo)
+from ..pipeline import (FaceFit, PreparedPhoto, ViewFit, detail_region, invert_photo, photo_detail,
+                        prepare_photo)
 from ..preprocess.align import HeadLandmarks, estimate_pose
 from ..preprocess.decode import Photo
 
@@ -197,7 +198,7 @@ def invert_photos(generator: TriPlaneGenerator, photos: list[Path | Photo], mode
                   spread: torch.Tensor | None = None, progress: ProgressFn | None = None,
                   encoder: LatentEncoder | None = None, landmark_regressor: LandmarkRegressor | None = None,
                   local_detail: LocalDetailNet | None = None, expressions: bool = True,
-                  on_prepared: OnPrepared | None = None) -> FaceFit:
+                  on_prepared: Callable[[FaceFit, Photo], None] | None = None) -> FaceFit:
     """Invert several photos of one person into one face (see the module's docstring); `face_index` is which
     face of each photo (one for all, or one per photo); `expressions`: fit per-photo expressions where the model
     declares them. One photo gives exactly `invert_photo`'s result. A photo without a face (or unreadable)
@@ -227,16 +228,15 @@ def invert_photos(generator: TriPlaneGenerator, photos: list[Path | Photo], mode
         views = [repose(landmark_regressor, w_init, view) for view in views]
     seconds["preprocess"] = time.perf_counter() - started
     face_id = face_id_for_photos([view.photo.path for view in views], indices, model_id)
-    finish_prepared = None if on_prepared is None else \
+    if on_prepared is not None:
         on_prepared(replace(views[0].face_fit(model_id), face_id=face_id, w_plus=w_init), views[0].photo)
 
     started = time.perf_counter()
     basis = expression_basis(generator) if expressions else None
-    with finished_before_tuning(finish_prepared):
-        joint = fit_shared_w_plus(generator, views, budget.fit_steps,
-                                  spread if spread is not None else torch.ones((), device=device), w_init, basis,
-                                  landmark_regressor, lr=budget.fit_lr,
-                                  progress=lambda f, m: report(0.15 + 0.45 * f, m), sampling=budget.sampling)
+    joint = fit_shared_w_plus(generator, views, budget.fit_steps,
+                              spread if spread is not None else torch.ones((), device=device), w_init, basis,
+                              landmark_regressor, lr=budget.fit_lr, progress=lambda f, m: report(0.15 + 0.45 * f, m),
+                              sampling=budget.sampling)
     latents = view_latents(joint.w_plus, joint.expressions, basis)
     seconds["fit"] = time.perf_counter() - started
     started = time.perf_counter()
