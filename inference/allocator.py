@@ -10,8 +10,8 @@ benchmark: the bake of a 2K texture 1.4 s instead of 1.7 s, a "fast" import 9.4 
 
 The process keeps the heap it once needed. All threads share that one heap (M_ARENA_MAX = 1): with a heap per
 thread, each kept its own, and an import's peak was 2.4-3.2 GB; with one it is about 1.8 GB (glibc's defaults:
-1.9 GB). `TRIFACE_ALLOCATOR=system` keeps glibc's defaults. Only glibc has `mallopt`; elsewhere (macOS, Windows, musl) nothing is changed and the
-report says so.
+1.9 GB). `TRIFACE_ALLOCATOR=system` keeps glibc's defaults. Only glibc has `mallopt`; elsewhere (macOS,
+Windows, musl) nothing is changed and the report says so.
 """
 
 from __future__ import annotations
