@@ -33,9 +33,10 @@ MMAP_THRESHOLD = 32 * 1024 * 1024          # glibc's largest (HEAP_MAX_SIZE / 2 
 TRIM_THRESHOLD = 2**31 - 1                 # never give freed heap back while the engine runs (mallopt takes an int)
 TOP_PAD = 256 * 1024 * 1024                # grow the heap in large steps (address space; pages fault in on use)
 # One heap for every thread. The asset stages run array work on short-lived helper threads (see
-# `inference.asset.register`, `inference.asset.bake`), and glibc gives each new thread an arena of its own that
-# keeps, untrimmed, what it once held: 0.6-0.8 GB more at an import's peak, measured. The threads' work is large
-# arrays, a few allocations each, so sharing one arena's lock costs nothing measurable.
+# `inference.asset.register`, `inference.asset.bake`), and glibc gives each new thread an arena of its
+# own that keeps, untrimmed, what it once held: 0.6-0.8 GB more at an import's peak, measured. The
+# threads' work is large arrays, a few allocations each, so sharing one arena's lock costs nothing
+# measurable.
 ARENA_MAX = 1
 
 _applied: dict[str, object] = {"allocator": "system default", "reason": "configure_allocator was not called"}
