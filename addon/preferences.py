@@ -28,7 +28,9 @@ class TRIFACE_AP_preferences(bpy.types.AddonPreferences):
         ("FAST", "Fast", "A short fit to the photo (seconds)"),
         ("BEST", "Best", "A long fit to the photo (a minute or more on a CPU)")))
     mesh_resolution: IntProperty(name="Mesh resolution", default=192, min=64, max=512,
-                                 description="Marching-cubes grid size: higher is finer and slower")
+                                 description="Marching-cubes grid size of the raw surface: higher is finer and "
+                                             "slower. A template head is fitted onto a grid of at most 128, "
+                                             "which it follows as closely as a finer one")
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout

@@ -378,7 +378,8 @@ class Session:
         progress(0.92, "extracting the mesh")
         started = time.perf_counter()
         # A template head takes its vertex colours from the field at its own vertices, not the mesh's.
-        mesh = face_mesh(generator, w_plus, int(params.get("mesh_resolution", 192)), fit.tuned, detail,
+        resolution = request.surface_resolution(int(params.get("mesh_resolution", 192)))
+        mesh = face_mesh(generator, w_plus, resolution, fit.tuned, detail,
                          with_colors=request.topology == "raw")
         seconds = {"mesh": time.perf_counter() - started}
         started = time.perf_counter()

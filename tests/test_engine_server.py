@@ -99,6 +99,29 @@ def test_session_inverts_a_photo_and_resynthesises_it_with_an_edit(tmp_path):
         session.synthesize({"face_id": "nope", "job_dir": str(tmp_path / "c")}, lambda f, m: None)
 
 
+def test_a_template_head_is_fitted_onto_a_surface_no_finer_than_it_needs(tmp_path, monkeypatch):
+    import inference.session
+    from inference.pipeline import TEMPLATE_SURFACE_RESOLUTION, AssetRequest
+
+    extracted = []
+    face_mesh = inference.session.face_mesh
+
+    def recorded(generator, w_plus, resolution, *args, **kwargs):
+        extracted.append(resolution)
+        return face_mesh(generator, w_plus, resolution, *args, **kwargs)
+
+    monkeypatch.setattr(inference.session, "face_mesh", recorded)
+    session = Session(model="default", device="cpu")
+    params = {"image": str(PHOTO), "steps": "preview", "mesh_resolution": 160, "texture_size": None}
+    template = session.invert(params | {"job_dir": str(tmp_path / "template")}, lambda f, m: None)
+    raw = session.invert(params | {"job_dir": str(tmp_path / "raw"), "topology": "raw"}, lambda f, m: None)
+    # The raw surface is the asked grid's; the template, whose vertices are its own, is fitted onto a coarser
+    # one (as close to the finer surface, README "Import speed").
+    assert extracted == [TEMPLATE_SURFACE_RESOLUTION, 160]
+    assert template["mesh"]["topology"] == "template" and raw["mesh"]["topology"] == "raw"
+    assert AssetRequest("template").surface_resolution(64) == 64   # a coarser grid asked for is used
+
+
 def test_the_result_names_an_upright_copy_of_a_photo_a_viewer_would_show_turned(tmp_path):
     upright = Image.open(PHOTO).convert("RGB")
     exif = Image.Exif()
