@@ -99,6 +99,9 @@ def registration_on_truth(count: int, mm_per_unit: float) -> list[dict[str, Any]
 
 # -- the photo pipeline ----------------------------------------------------------------------------------------
 
+RECONSTRUCTION_RESOLUTION = 192
+
+
 class Pipeline:
     """The engine as an import runs it: one warm session, its fit, mesh and asset stages."""
 
@@ -118,12 +121,17 @@ class Pipeline:
         session, generator = self.session, self.session.generator
         loaded = load_photo(photo)
         fit = session._fit({"image": str(photo), "steps": self.steps}, lambda f, m: None, loaded)
-        mesh = face_mesh(generator, fit.w_plus, 192, fit.tuned, fit.detail)
-        landmarks = mesh_landmarks(fit, mesh)
+        # The reconstruction the figures compare with is the 192^3 surface (the engine's default mesh); the
+        # template is fitted onto the surface the engine fits it onto (`AssetRequest.surface_resolution`).
+        mesh = face_mesh(generator, fit.w_plus, RECONSTRUCTION_RESOLUTION, fit.tuned, fit.detail)
+        request = AssetRequest("template", self.texture_size)
+        target = request.surface_resolution(RECONSTRUCTION_RESOLUTION)
+        surface = mesh if target == RECONSTRUCTION_RESOLUTION else \
+            face_mesh(generator, fit.w_plus, target, fit.tuned, fit.detail, with_colors=False)
+        landmarks = mesh_landmarks(fit, surface)
         started = time.perf_counter()
         with PeakMemory(generator.w_avg.device) as memory:
-            asset, warnings = head_asset(generator, fit, fit.w_plus, mesh, landmarks,
-                                         AssetRequest("template", self.texture_size), loaded,
+            asset, warnings = head_asset(generator, fit, fit.w_plus, surface, landmarks, request, loaded,
                                          session.directions.describe())
         return {"fit": fit, "mesh": mesh, "asset": asset, "warnings": warnings,
                 "seconds_after_fit": time.perf_counter() - started, "asset_peak_mib": memory.peak_mib,
