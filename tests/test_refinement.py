@@ -148,3 +148,68 @@ def test_budgets_read_from_the_command_line():
     for bad in ("fastest", "fast,stride", "fast,speed=2"):
         with pytest.raises(ValueError, match="budget"):
             parse_budget(bad)
+
+
+def test_a_bfloat16_step_gives_the_float32_loss_and_gradient_within_tolerance(setup):
+    """Autocast (issue 15's GPU item) may round, never change what a step computes: on a fitting step of a
+    lattice, and on a tuning step finished from the synthesis prefix, the loss within 0.5 % and the gradient
+    pointing the same way (cosine above 0.99)."""
+    generator, camera, target, mask = setup
+    pivot = generator.w_avg[None, None].expand(1, generator.num_ws, -1)
+    prefix = synthesis_prefix(generator, pivot)
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        step = StepRender(stride=2, row=0, col=1, options=generator.config.rendering, colour_only=True,
+                          precision=precision)
+        w = pivot.clone().requires_grad_(True)
+        fit_loss = render_loss(generator, w, camera, target, mask, step)
+        fit_grad = torch.autograd.grad(fit_loss, w)[0]
+        last_block = f"backbone.synthesis.b{generator.backbone.synthesis.block_resolutions[-1]}."
+        weight = dict(generator.named_parameters())[last_block + "conv1.weight"]   # tuned, after the prefix
+        weight.requires_grad_(True)
+        try:
+            tune_loss = render_loss(generator, pivot, camera, target, mask, step, prefix)
+            tune_grad = torch.autograd.grad(tune_loss, weight)[0]
+        finally:
+            weight.requires_grad_(False)
+        assert fit_loss.dtype == tune_loss.dtype == torch.float32
+        results[precision] = (fit_loss.detach(), fit_grad, tune_loss.detach(), tune_grad)
+    exact, rounded = results["float32"], results["bfloat16"]
+    for i in (0, 2):
+        assert rounded[i] == pytest.approx(float(exact[i]), rel=5e-3)
+        assert not torch.equal(rounded[i], exact[i])   # it did run in bfloat16
+    for i in (1, 3):
+        assert torch.nn.functional.cosine_similarity(rounded[i].flatten(), exact[i].flatten(), dim=0) > 0.99
+
+
+def test_a_budget_names_its_precision(setup):
+    assert parse_budget("fast").sampling.precision == "float32"
+    budget = parse_budget("best,precision=bfloat16")
+    assert budget.sampling.precision == "bfloat16" and budget.fit_steps == STEP_BUDGETS["best"].fit_steps
+    # Even the plain full render (the budgets as they were) renders through a step once it is not float32.
+    assert StepPlan(setup[0], parse_budget("fast-before,precision=bfloat16").sampling, 5).render(0) \
+        is not None
+    with pytest.raises(ValueError, match="unknown precision 'half'.*float32, bfloat16.*budget"):
+        parse_budget("fast,precision=half")
+
+
+def test_on_a_lattice_the_narrowed_ssim_window_sees_fine_detail_as_the_full_render_does(setup):
+    """A 2-px blur of a render costs the structural term this much on the full image; on a stride-s lattice
+    the default window (s times wider in the image) sees about half of it, the window narrowed by s nearly all."""
+    target = setup[2]
+    taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+    kernel = (taps[:, None] * taps[None]) / 256
+    blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(target, (2, 2, 2, 2), mode="replicate"),
+                                         kernel.expand(3, 1, 5, 5), groups=3)
+    mask = torch.ones(1, 1, *target.shape[-2:])
+
+    def structural(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor, stride: int = 1) -> float:
+        l1 = ((a - b).abs() * m).sum() / (3 * m.sum())
+        return float(photometric_loss(a, b, m, lattice_stride=stride) - l1)
+
+    full = structural(blurred, target, mask)
+    for stride in (2, 3):
+        step = StepRender(stride=stride, row=1, col=0, options=None, colour_only=True)
+        picked = (step.pick(blurred), step.pick(target), step.pick(mask))
+        assert structural(*picked) < 0.7 * full
+        assert structural(*picked, stride=stride) == pytest.approx(full, rel=0.2)

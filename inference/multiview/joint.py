@@ -173,9 +173,9 @@ def tune_generator_views(generator: TriPlaneGenerator, latents: torch.Tensor, vi
         total = 0.0
         rays = plan.render(count[0])
         for i, view in enumerate(views):   # one photo's graph at a time, as in the joint fit
-            planes = None if prefixes is None else prefixes[i].planes(generator)
+            prefix = None if prefixes is None else prefixes[i]
             loss = render_loss(generator, latents[i:i + 1], view.camera, view.target, view.mask, rays,
-                               planes) / len(views)
+                               prefix) / len(views)
             loss.backward()
             total += float(loss.detach())
         count[0] += 1
