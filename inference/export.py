@@ -35,7 +35,7 @@ def depth_to_uint8(depth: torch.Tensor, mask: torch.Tensor | None = None) -> np.
 
 
 # zlib's fastest level: PNG is lossless at any level, and a 2K texture is written 2-3x faster than at
-# Pillow's default 6 for about a quarter more bytes (measured on a baked face, README "Import speed").
+# Pillow's default 6 for about a quarter more bytes (measured on a baked face, docs/import_speed.md).
 PNG_COMPRESS_LEVEL = 1
 
 

@@ -160,8 +160,8 @@ def render_loss(generator: TriPlaneGenerator, w_plus: torch.Tensor, camera: torc
                 planes: "torch.Tensor | SynthesisPrefix | None" = None) -> torch.Tensor:
     """Photometric loss of the direct (3D-branch) render of w_plus in `camera`, at the neural resolution;
     target (1, 3, S, S) and mask (1, 1, S, S) are area-downsampled to it. `step` renders only some of the rays,
-    or fewer samples per ray, or synthesises the tri-planes in another precision (see `Sampling`); `planes`, when given, are w_plus's
-    tri-planes already made, or the synthesis prefix they are finished from (tuning)."""
+    or fewer samples per ray, or synthesises the tri-planes in another precision (see `Sampling`); `planes`,
+    when given, are w_plus's tri-planes already made, or the synthesis prefix they are finished from (tuning)."""
     res = generator.config.rendering.neural_rendering_resolution
     target = F.interpolate(target, size=(res, res), mode="area")
     mask = F.interpolate(mask, size=(res, res), mode="area")

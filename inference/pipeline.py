@@ -310,7 +310,7 @@ def face_mesh(generator: TriPlaneGenerator, w_plus: torch.Tensor, resolution: in
 # out: the surface is only the registration's target. Fitted onto a 128^3 surface, the template's face lies as
 # close to the 192^3 surface as when fitted onto that one (median 0.39 against 0.42 mm on the six shared
 # photos, 0.31 against 0.30 mm on synthetic heads; it moves 0.1-0.2 mm), and "fast"'s mesh stage takes 0.4 s
-# instead of 0.8-1.0 s (README "Import speed"). A head that falls back to the raw surface (the template could
+# instead of 0.8-1.0 s (docs/import_speed.md). A head that falls back to the raw surface (the template could
 # not be fitted) is that coarser surface.
 TEMPLATE_SURFACE_RESOLUTION = 128
 

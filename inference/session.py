@@ -72,7 +72,7 @@ MAX_CACHED_LATENTS = 4096   # learning's inversions (w_plus only, at most ~30 kB
 # The preview head is the refined head's stand-in for the seconds refinement takes, so it is cut to what a
 # glance needs (2 idle CPU cores, default model): a 96^3 mesh, the template registered in two rounds without the
 # local refinement and without measuring its distance to the surface (its face's median distance is about 1.1 mm
-# instead of 0.4 mm), no texture bake and no shape keys (the result brings both). See the README's "Import speed".
+# instead of 0.4 mm), no texture bake and no shape keys (the result brings both). See docs/import_speed.md.
 PREVIEW_MESH_RESOLUTION = 96
 PREVIEW_REGISTRATION = RegistrationOptions(iterations=2, surface_samples=2000, refine=False, measure=False)
 

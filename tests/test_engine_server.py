@@ -116,7 +116,7 @@ def test_a_template_head_is_fitted_onto_a_surface_no_finer_than_it_needs(tmp_pat
     template = session.invert(params | {"job_dir": str(tmp_path / "template")}, lambda f, m: None)
     raw = session.invert(params | {"job_dir": str(tmp_path / "raw"), "topology": "raw"}, lambda f, m: None)
     # The raw surface is the asked grid's; the template, whose vertices are its own, is fitted onto a coarser
-    # one (as close to the finer surface, README "Import speed").
+    # one (as close to the finer surface, docs/import_speed.md).
     assert extracted == [TEMPLATE_SURFACE_RESOLUTION, 160]
     assert template["mesh"]["topology"] == "template" and raw["mesh"]["topology"] == "raw"
     assert AssetRequest("template").surface_resolution(64) == 64   # a coarser grid asked for is used
