@@ -123,14 +123,13 @@ def parse_budget(text: str) -> Budget:
             raise ValueError(f"cannot read {change!r} in budget {text!r}; use key=value with keys "
                              f"{', '.join(_BUDGET_KEYS)}")
         field_name = _BUDGET_KEYS[key]
-        kind = type(getattr(budget if field_name in steps else budget.sampling, field_name))
-        if kind is str:
+        if field_name == "precision":   # the one field that is a name, not a number
             try:
-                parsed = check_precision(value)
+                sampling[field_name] = check_precision(value)
             except ValueError as exc:
                 raise ValueError(f"{exc} (in budget {text!r})") from None
-            sampling[field_name] = parsed
             continue
+        kind = type(getattr(budget if field_name in steps else budget.sampling, field_name))
         try:
             parsed = kind(float(value)) if kind is not bool else value.lower() in ("1", "true", "yes")
         except ValueError:

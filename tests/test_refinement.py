@@ -157,6 +157,8 @@ def test_a_bfloat16_step_gives_the_float32_loss_and_gradient_within_tolerance(se
     generator, camera, target, mask = setup
     pivot = generator.w_avg[None, None].expand(1, generator.num_ws, -1)
     prefix = synthesis_prefix(generator, pivot)
+    last_block = f"backbone.synthesis.b{generator.backbone.synthesis.block_resolutions[-1]}."
+    weight = dict(generator.named_parameters())[last_block + "conv1.weight"]   # tuned, after the prefix
     results = {}
     for precision in ("float32", "bfloat16"):
         step = StepRender(stride=2, row=0, col=1, options=generator.config.rendering, colour_only=True,
@@ -164,8 +166,6 @@ def test_a_bfloat16_step_gives_the_float32_loss_and_gradient_within_tolerance(se
         w = pivot.clone().requires_grad_(True)
         fit_loss = render_loss(generator, w, camera, target, mask, step)
         fit_grad = torch.autograd.grad(fit_loss, w)[0]
-        last_block = f"backbone.synthesis.b{generator.backbone.synthesis.block_resolutions[-1]}."
-        weight = dict(generator.named_parameters())[last_block + "conv1.weight"]   # tuned, after the prefix
         weight.requires_grad_(True)
         try:
             tune_loss = render_loss(generator, pivot, camera, target, mask, step, prefix)
