@@ -13,7 +13,7 @@ import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from . import props, runtime, scene
+from . import names, props, runtime, scene
 from .engine_client import EngineClient, EngineError, Job
 from .engine_source import ENGINE_SOURCE, wire
 
@@ -32,7 +32,9 @@ class FaceImport:
                  report: Callable[[set[str], str], None], name: Callable[[Any], str] = str,
                  adopt: Callable[[bpy.types.Object, dict], None] | None = None) -> None:
         self.queue = list(sources)
-        self.request, self.report, self.name = request, report, name
+        self.request, self.name = request, name
+        # Blender refuses text that is not UTF-8, and a photo's name (in a message, too) need not be.
+        self.report = lambda kinds, message: report(kinds, names.readable(message))
         self.adopt = adopt or (lambda head, manifest: None)   # the operator's own settings on a head it built
         self.client: EngineClient | None = None
         self.job: Job | None = None
@@ -116,14 +118,15 @@ class FaceImport:
     def _show_preview(self, context: bpy.types.Context, manifest: dict) -> None:
         """The engine's preview head in the scene, unless the face's refined head is there already (a re-import:
         that head stays until the new result updates it in place, as without a preview)."""
-        existing = bpy.data.objects.get(scene.head_name(manifest))
+        existing = scene.find_face(manifest)
         if existing is not None and not scene.is_preview(existing):
             return
         try:
             head = scene.build_face(context.scene, manifest, self.job_dir / wire.PREVIEW_FOLDER,
                                     head=self.preview_head())
         except Exception as exc:   # the result may still come: a preview that cannot be shown is only logged
-            print(f"TriFace: {self.name(self.queue[0])}: could not show the preview: {exc!r}", file=sys.stderr)
+            print(f"TriFace: {names.readable(self.name(self.queue[0]))}: could not show the preview: {exc!r}",
+                  file=sys.stderr)
             return
         self._adopt(context, head, manifest, PREVIEW_STATUS)
         self.preview_uid = head.session_uid
@@ -165,6 +168,8 @@ class FaceImport:
         if found > 1:
             self.report({"WARNING"}, f"{Path(manifest['photo']).name}: {found} faces found; imported face {index} "
                                      "(largest first: set 'Face index' to import another)")
+        for warning in manifest.get("warnings", []):
+            self.report({"WARNING"}, f"{self.name(source)}: {warning}")
 
     def _adopt(self, context: bpy.types.Context, head: bpy.types.Object, manifest: dict, status: str) -> None:
         """What every head the import builds gets: the import's settings, a status, and the selection."""
@@ -179,8 +184,8 @@ class FaceImport:
     def _fail(self, source, error: EngineError) -> None:
         self.failed.append(self.name(source))
         runtime.failures[self.name(source)] = error
-        self.report({"ERROR"}, f"{self.name(source)}: {error}")
-        print(f"TriFace: {self.name(source)}: {error.report()}", file=sys.stderr)
+        self.report({"ERROR"}, f"{self.name(source)}: {error.describe()}")
+        print(f"TriFace: {names.readable(self.name(source))}: {error.report()}", file=sys.stderr)
 
 
 class _EngineImport(bpy.types.Operator):
@@ -426,14 +431,44 @@ class TRIFACE_OT_start_engine(bpy.types.Operator):
     bl_idname = "triface.start_engine"
     bl_label = "Start / Refresh Engine"
 
+    _client: EngineClient
+    _job: Job
+    _timer = None
+
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
-            client = runtime.engine()
-            client.start()
-            client.info = client.wait(client.submit("load_model", {"model": client.model, "device": client.device}))
+            self._client = runtime.engine()
+            self._job = self._client.submit("load_model", {"model": self._client.model, "device": self._client.device})
         except EngineError as exc:
             self.report({"ERROR"}, exc.report())
             return {"CANCELLED"}
+        if bpy.app.background:   # timers never fire without a UI
+            try:
+                self._client.wait(self._job)
+            except EngineError as exc:
+                self.report({"ERROR"}, exc.report())
+                return {"CANCELLED"}
+            return self._done()
+        # The UI stays live while the engine starts and loads its model (up to minutes from a cold disk).
+        self._timer = context.window_manager.event_timer_add(0.2, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        self._client.check(self._job)
+        context.workspace.status_text_set(f"TriFace: {self._job.message}")
+        if not self._job.finished:
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        context.workspace.status_text_set(None)
+        if self._job.error is not None:
+            self.report({"ERROR"}, self._job.error.describe())
+            return {"CANCELLED"}
+        return self._done()
+
+    def _done(self) -> set[str]:
         self.report({"INFO"}, runtime.status_text())
         return {"FINISHED"}
 
@@ -525,7 +560,9 @@ class TRIFACE_OT_learn_direction(bpy.types.Operator):
                                   description="Comma-separated sliders this one must not move (e.g. age,glasses)")
     layers: StringProperty(name="Layers", default="all", description="w_plus layers it moves: all, 0-5, 0,1,2")
 
+    _client: EngineClient
     _job: Job | None = None
+    _cancelled = False
     _timer = None
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
@@ -542,16 +579,16 @@ class TRIFACE_OT_learn_direction(bpy.types.Operator):
             self.report({"ERROR"}, "choose both folders and name the slider")
             return {"CANCELLED"}
         try:
-            client = runtime.engine()
-            self._job = client.submit("learn_direction", self._params())
+            self._client = runtime.engine()
+            self._job = self._client.submit("learn_direction", self._params())
         except EngineError as exc:
-            self.report({"ERROR"}, str(exc))
+            self.report({"ERROR"}, exc.describe())
             return {"CANCELLED"}
         if bpy.app.background:   # timers never fire without a UI
             try:
-                return self._done(client.wait(self._job))
+                return self._done(self._client.wait(self._job))
             except EngineError as exc:
-                self.report({"ERROR"}, str(exc))
+                self.report({"ERROR"}, exc.describe())
                 return {"CANCELLED"}
         runtime.imports_running += 1
         self._timer = context.window_manager.event_timer_add(0.2, window=context.window)
@@ -559,13 +596,13 @@ class TRIFACE_OT_learn_direction(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if event.type == "ESC" or runtime.cancel_requested:
-            runtime.engine().cancel(self._job)
+        if (event.type == "ESC" or runtime.cancel_requested) and not self._cancelled:
+            self._cancelled = True
+            self._client.cancel(self._job)
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        client = runtime.engine_if_running()
-        if client is not None:
-            client.check(self._job)
+        # The job's own engine: if it died, the job has failed already (see `EngineClient`); this catches a hang.
+        self._client.check(self._job)
         context.workspace.status_text_set(f"TriFace: learning {self.slider_name}: {self._job.message} (Esc cancels)")
         if not self._job.finished:
             return {"PASS_THROUGH"}
@@ -574,7 +611,7 @@ class TRIFACE_OT_learn_direction(bpy.types.Operator):
         context.workspace.status_text_set(None)
         if self._job.error is not None:
             if self._job.error.kind != "Cancelled":
-                self.report({"ERROR"}, str(self._job.error))
+                self.report({"ERROR"}, self._job.error.describe())
             return {"CANCELLED"}
         return self._done(self._job.result)
 

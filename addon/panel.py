@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import runtime
+from . import names, runtime
 
 
 class TRIFACE_PT_face(bpy.types.Panel):
@@ -25,10 +25,12 @@ class TRIFACE_PT_face(bpy.types.Panel):
         if head is not None and head.type == "MESH" and head.triface.face_id:
             settings = head.triface
             box = layout.box()
-            photo = bpy.data.images.get(bpy.path.basename(settings.photo))
-            if photo is not None:
-                box.template_icon(icon_value=photo.preview_ensure().icon_id, scale=6.0)
-            box.label(text=bpy.path.basename(settings.photo), icon="FILE_IMAGE")
+            camera = bpy.data.objects.get(settings.input_camera)
+            photos = [b.image for b in camera.data.background_images if b.image] if camera and camera.type == "CAMERA" \
+                else []
+            if photos:
+                box.template_icon(icon_value=photos[0].preview_ensure().icon_id, scale=6.0)
+            box.label(text=names.readable(bpy.path.basename(settings.photo)), icon="FILE_IMAGE")
             if settings.status:
                 box.label(text=settings.status)
             column = box.column(align=True)

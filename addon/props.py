@@ -37,6 +37,8 @@ class TRIFACE_PG_edit(bpy.types.PropertyGroup):
 
 class TRIFACE_PG_face(bpy.types.PropertyGroup):
     face_id: StringProperty(name="Face id", description="The engine's id of this face (photo, face, model)")
+    label: StringProperty(name="Label", description="What the face's data blocks are named after: the photo's "
+                                                    "name, numbered where another face has it (see addon/names.py)")
     photo: StringProperty(name="Photo", subtype="FILE_PATH",
                           description="The photo it came from (for a random head: the model's frontal image of it)")
     # A random head drawn from the model (-1: a photo's face): enough to draw it again after an engine restart.

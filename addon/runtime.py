@@ -15,14 +15,14 @@ from typing import Any
 
 import bpy
 
-from . import scene
+from . import names, scene
 from .engine_client import EngineClient, EngineError, Job, default_python_for_venv
 
 _engine: EngineClient | None = None
 results: dict[str, dict] = {}             # head object name -> the engine's latest result manifest for it
 failures: dict[str, EngineError] = {}     # source (photo name, seed) -> why its last import failed
 _pending_edits: dict[str, float] = {}     # head object name -> time of the last slider change
-_running_edits: dict[str, tuple[Job, Path]] = {}
+_running_edits: dict[str, tuple[EngineClient, Job, Path]] = {}   # head name -> its re-synthesis in flight
 EDIT_DEBOUNCE_S = 0.35
 imports_running = 0          # modal imports in progress (the panel shows Cancel while any is)
 cancel_requested = False     # set by the Cancel button; each running import checks it on its next tick
@@ -141,9 +141,14 @@ def request_resynthesis(head_name: str, at_once: bool = False) -> None:
         if head is not None:
             resynthesize_now(head)
         return
-    _pending_edits[head_name] = time.monotonic() - (EDIT_DEBOUNCE_S if at_once else 0.0)
+    schedule_resynthesis(head_name, at_once)
     if not bpy.app.timers.is_registered(_edit_timer):
         bpy.app.timers.register(_edit_timer, first_interval=0.0 if at_once else EDIT_DEBOUNCE_S)
+
+
+def schedule_resynthesis(head_name: str, at_once: bool = False) -> None:
+    """Queue a re-synthesis for the edits' timer (`poll_edits`), debounced unless `at_once`."""
+    _pending_edits[head_name] = time.monotonic() - (EDIT_DEBOUNCE_S if at_once else 0.0)
 
 
 def sample_params(seed: int, truncation: float, job_dir: Path, topology: str = "TEMPLATE",
@@ -162,11 +167,30 @@ def synthesize_params(head: bpy.types.Object, job_dir: Path) -> dict[str, Any]:
                                settings.texture_size)
         params["sample"] = {"seed": params.pop("seed"), "truncation": params.pop("truncation")}
     else:
-        # A head fitted to several photos keeps them all: the engine may need to fit it again.
-        photos = [bpy.path.abspath(p) for p in head.get("triface_photos", [])] or bpy.path.abspath(settings.photo)
-        params = invert_params(photos, settings.face_index, job_dir, settings.topology, settings.texture_size)
+        # Every photo of the head: the engine bakes the texture from them, and may need to fit the face again.
+        photos = [bpy.path.abspath(path) for path in scene.head_photos(head)]
+        params = invert_params(photos if len(photos) > 1 else photos[0], settings.face_index, job_dir,
+                               settings.topology, settings.texture_size)
+        copies = [None if Path(path).is_file() else packed_photo_copy(head, index, job_dir)
+                  for index, path in enumerate(photos)]
+        if any(copies):
+            params["photo_copies"] = copies
     params.update(face_id=settings.face_id, edits={item.name: item.value for item in settings.edits})
     return params
+
+
+def packed_photo_copy(head: bpy.types.Object, index: int, job_dir: Path) -> str | None:
+    """The head's `index`-th photo as the .blend packed it (its camera's background: the very pixels the face was
+    fitted to), written into the request's job folder for the engine to read -> its path, or None when the .blend
+    has no copy either."""
+    cameras = [head.triface.input_camera, *head.get("triface_view_cameras", [])]
+    camera = bpy.data.objects.get(cameras[index]) if index < len(cameras) else None
+    images = [b.image for b in camera.data.background_images if b.image] if camera and camera.type == "CAMERA" else []
+    if not images or images[0].packed_file is None:
+        return None
+    copy = job_dir / f"packed-photo-{index}{Path(images[0].filepath).suffix.lower() or '.png'}"
+    copy.write_bytes(images[0].packed_file.data)
+    return str(copy)
 
 
 def add_learned_slider(model: str, edit: dict) -> list[str]:
@@ -190,10 +214,18 @@ def _show_result(head: bpy.types.Object, manifest: dict, job_dir: Path) -> None:
     try:
         scene.update_head(head, manifest, job_dir)
         results[head.name] = manifest
-        head.triface.status = "Edited"
+        warnings = manifest.get("warnings", [])
+        head.triface.status = names.readable("Edited" + "".join(f"; {warning}" for warning in warnings))
+        for warning in warnings:
+            print(names.readable(f"TriFace: {head.name}: {warning}"))
     except Exception as exc:   # a result the scene builder cannot use: report, never crash a timer
         head.triface.status = f"Edit failed: could not build the scene: {exc!r}"
         print(f"TriFace: {head.triface.status}")
+
+
+def _edit_failed(head: bpy.types.Object, error: EngineError) -> None:
+    head.triface.status = names.readable(f"Edit failed: {error.describe()}")
+    print(names.readable(f"TriFace: {head.name}: {error.report()}"))
 
 
 def resynthesize_now(head: bpy.types.Object) -> None:
@@ -202,13 +234,14 @@ def resynthesize_now(head: bpy.types.Object) -> None:
         client = engine()
         _show_result(head, client.wait(client.submit("synthesize", synthesize_params(head, job_dir))), job_dir)
     except EngineError as exc:
-        head.triface.status = f"Edit failed: {exc}"
-        print(f"TriFace: {exc.report()}")
+        _edit_failed(head, exc)
     finally:
         discard_job_dir(job_dir)
 
 
-def _edit_timer() -> float | None:
+def poll_edits() -> bool:
+    """One tick of the edits: send the re-syntheses whose sliders have settled (never waiting on the engine, even
+    one still starting), and show those that ended. True while any is pending or running."""
     now = time.monotonic()
     for name, changed in list(_pending_edits.items()):
         if now - changed >= EDIT_DEBOUNCE_S and name not in _running_edits:
@@ -218,27 +251,36 @@ def _edit_timer() -> float | None:
                 continue
             job_dir = new_job_dir()
             try:
-                _running_edits[name] = (engine().submit("synthesize", synthesize_params(head, job_dir)), job_dir)
+                client = engine()
+                _running_edits[name] = (client, client.submit("synthesize", synthesize_params(head, job_dir)), job_dir)
                 head.triface.status = "Re-synthesising..."
             except EngineError as exc:
-                head.triface.status = f"Edit failed: {exc}"
+                _edit_failed(head, exc)
                 discard_job_dir(job_dir)
-    for name, (job, job_dir) in list(_running_edits.items()):
-        client = engine_if_running()
-        if client is not None:
-            client.check(job)
+    for name, (client, job, job_dir) in list(_running_edits.items()):
+        client.check(job)   # a hang; an engine that died has failed its jobs already
+        head = bpy.data.objects.get(name)
         if not job.finished:
+            status = f"Re-synthesising: {job.message}"
+            if head is not None and head.triface.status != status:
+                head.triface.status = status
+                _redraw()
             continue
         del _running_edits[name]
-        head = bpy.data.objects.get(name)
         if head is not None:
             if job.error is None:
                 _show_result(head, job.result, job_dir)
+            elif job.error.kind != "Cancelled":
+                _edit_failed(head, job.error)
             else:
-                head.triface.status = f"Edit failed: {job.error}"
+                head.triface.status = "Edit cancelled"
         discard_job_dir(job_dir)
         _redraw()
-    return 0.1 if (_pending_edits or _running_edits) else None
+    return bool(_pending_edits or _running_edits)
+
+
+def _edit_timer() -> float | None:
+    return 0.1 if poll_edits() else None
 
 
 def busy() -> bool:
@@ -249,10 +291,8 @@ def request_cancel() -> None:
     """The Cancel button: running imports stop at their next tick, running edits are cancelled in the engine."""
     global cancel_requested
     cancel_requested = imports_running > 0
-    client = engine_if_running()
-    for job, _job_dir in _running_edits.values():
-        if client is not None:
-            client.cancel(job)
+    for client, job, _job_dir in _running_edits.values():
+        client.cancel(job)
 
 
 def _redraw() -> None:
@@ -267,7 +307,7 @@ def shutdown() -> None:
     if bpy.app.timers.is_registered(_edit_timer):
         bpy.app.timers.unregister(_edit_timer)
     _pending_edits.clear()
-    for _job, job_dir in _running_edits.values():
+    for _client, _job, job_dir in _running_edits.values():
         discard_job_dir(job_dir)
     _running_edits.clear()
     results.clear()

@@ -1,11 +1,13 @@
 """Scene building: an engine result (plain arrays + a JSON manifest, already in Blender's frame) -> data blocks.
 
-Everything for one face lives in a collection named after the photo: the head mesh object (one material per
-part, the baked texture packed into the .blend, shape keys), the input camera that sees it like the photo (the
-photo as its background), and an orbit rig (an Empty at the head's pivot with the orbit cameras parented to it).
-Building again for the same face updates these data blocks in place instead of adding new ones: so a preview
-head (the engine's first, unrefined head; see `wire`'s partial event) becomes the refined head when its result
-comes. Bulk data goes through foreach_set, never per-vertex Python loops.
+Everything for one face lives in a collection named after its *label* (the photo's name, readable and unique:
+see `names`): the head mesh object (one material per part, the baked texture packed into the .blend, shape keys),
+the input camera that sees it like the photo (the photo as its background), and an orbit rig (an Empty at the
+head's pivot with the orbit cameras parented to it). A face is what its result says it is: its face id (the
+photo's bytes, which face, the model) and its photo files, so two photos that share a file name make two faces.
+Building again for the same face updates its data blocks in place instead of adding new ones: so a preview head
+(the engine's first, unrefined head; see `wire`'s partial event) becomes the refined head when its result comes,
+and importing the same photo again refines its head. Bulk data goes through foreach_set, never per-vertex loops.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from . import names
 from .engine_source import wire
 
 COLOR_ATTRIBUTE = "Color"
@@ -211,11 +214,11 @@ def _show_photo(camera: bpy.types.Object, photo: bpy.types.Image) -> None:
 
 def _fill_head(head: bpy.types.Object, manifest: dict, job_dir: Path) -> None:
     """The head's geometry, materials, texture and shape keys from one result: everything an edit changes."""
-    stem = Path(manifest["photo"]).stem
+    label = face_label(head)
     arrays = load_result_mesh(job_dir, manifest)
     mesh = head.data
-    texture = _texture(job_dir, manifest, f"{stem} texture") if "loop_uvs" in arrays else None
-    materials = [face_material(f"{stem} {name}", texture, ROUGHNESS.get(name, ROUGHNESS["skin"]))
+    texture = _texture(job_dir, manifest, f"{label} texture") if "loop_uvs" in arrays else None
+    materials = [face_material(f"{label} {name}", texture, ROUGHNESS.get(name, ROUGHNESS["skin"]))
                  for name in manifest["mesh"].get("materials") or ["skin"]]
     if [m.name for m in mesh.materials] != [m.name for m in materials]:
         mesh.materials.clear()
@@ -228,9 +231,39 @@ def _fill_head(head: bpy.types.Object, manifest: dict, job_dir: Path) -> None:
     head["triface_preview"] = bool(manifest.get("preview"))
 
 
-def head_name(manifest: dict) -> str:
-    """The name of the head object (and its mesh) a result is built into: one per photo."""
-    return f"{Path(manifest['photo']).stem} head"
+def result_photos(manifest: dict) -> list[str]:
+    """The photo files a result was fitted to, the main one first."""
+    return [view["photo"] for view in manifest.get("views", [])] or [manifest["photo"]]
+
+
+def head_photos(head: bpy.types.Object) -> list[str]:
+    """The exact paths of the photos a head was fitted to, the main one first (see `names.path_property`)."""
+    kept = [names.path_from_property(value) for value in head.get("triface_photos", [])]
+    return kept or ([head.triface.photo] if head.triface.photo else [])
+
+
+def face_label(head: bpy.types.Object) -> str:
+    """The name a face's data blocks are named after (a head from before labels: its photo's name)."""
+    return head.triface.label or names.readable(Path(head.triface.photo).stem)
+
+
+def find_face(manifest: dict) -> bpy.types.Object | None:
+    """The head already in the file for the face a result is of: the same face id and, for a photo's face, the
+    same photo files (a random head is its seed and model alone)."""
+    is_sample = manifest.get("source", {}).get("kind") == "sample"
+    photos = result_photos(manifest)
+    return next((obj for obj in bpy.data.objects if obj.type == "MESH" and obj.triface.face_id == manifest["face_id"]
+                 and (is_sample or head_photos(obj) == photos)), None)
+
+
+def _new_label(manifest: dict) -> str:
+    """A label no face in the file has, from the main photo's name."""
+    labels = {face_label(obj) for obj in bpy.data.objects if obj.type == "MESH" and obj.triface.face_id}
+
+    def taken(label: str) -> bool:
+        return label in labels or f"Face {label}" in bpy.data.collections or f"{label} head" in bpy.data.objects
+
+    return names.unique_label(Path(manifest["photo"]).stem, taken)
 
 
 def is_preview(head: bpy.types.Object) -> bool:
@@ -241,31 +274,34 @@ def is_preview(head: bpy.types.Object) -> bool:
 def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path,
                head: bpy.types.Object | None = None) -> bpy.types.Object:
     """Create (or update in place) the face's collection, head mesh, materials, input camera and orbit rig.
-    `head`: the object to fill (the face's preview head, even if renamed since), else the one of `head_name`."""
-    stem = Path(manifest["photo"]).stem
-    collection = _collection(f"Face {stem}", scene.collection)
+    `head`: the object to fill (the face's preview head, even if renamed since), else the face's head already in
+    the file (`find_face`), else a new one under a new label."""
+    head = head or find_face(manifest)
     if head is None:
-        name = head_name(manifest)
-        head = _object(name, bpy.data.meshes.get(name) or bpy.data.meshes.new(name), collection)
-    elif collection.objects.get(head.name) is None:
+        label = _new_label(manifest)
+        head = bpy.data.objects.new(f"{label} head", bpy.data.meshes.new(f"{label} head"))
+        head.triface.label = label
+    label = face_label(head)
+    collection = _collection(f"Face {label}", scene.collection)
+    if collection.objects.get(head.name) is None:
         collection.objects.link(head)
     _fill_head(head, manifest, job_dir)
 
-    camera = camera_object(f"{stem} photo camera", manifest["input_camera"], collection)
-    _show_photo(camera, _photo(manifest, f"{stem} photo"))
+    camera = camera_object(f"{label} photo camera", manifest["input_camera"], collection)
+    _show_photo(camera, _photo(manifest, f"{label} photo"))
     # A face fitted to several photos of one person: each further photo gets its own camera, framing it the
     # same way (the first photo's is the input camera above).
     view_cameras = []
     for number, view in enumerate(manifest.get("views", [])[1:], start=2):
-        view_camera = camera_object(f"{stem} photo camera {number}", view["input_camera"], collection)
-        _show_photo(view_camera, _photo(view, f"{stem} photo {number}"))
+        view_camera = camera_object(f"{label} photo camera {number}", view["input_camera"], collection)
+        _show_photo(view_camera, _photo(view, f"{label} photo {number}"))
         view_cameras.append(view_camera.name)
 
-    rig = _object(f"{stem} orbit", None, collection)
+    rig = _object(f"{label} orbit", None, collection)
     rig.empty_display_type, rig.empty_display_size = "SPHERE", 0.03
     rig.matrix_world = Matrix.Translation(manifest["orbit"]["pivot"])
     for spec in manifest["orbit"]["cameras"]:
-        orbit_camera = camera_object(f"{stem} orbit {spec['name']}", spec, collection)
+        orbit_camera = camera_object(f"{label} orbit {spec['name']}", spec, collection)
         world = Matrix(spec["matrix_world"])
         orbit_camera.parent = rig
         orbit_camera.matrix_parent_inverse = rig.matrix_world.inverted()
@@ -276,8 +312,9 @@ def build_face(scene: bpy.types.Scene, manifest: dict, job_dir: Path,
     settings.photo = manifest["photo"]
     settings.model = manifest["model"]
     settings.input_camera = camera.name
-    # All the photos (for a re-synthesis after an engine restart) and the further photos' cameras.
-    head["triface_photos"] = [view["photo"] for view in manifest.get("views", [])]
+    # All the photos, exactly (to know the face again, and to fit it again after an engine restart), and the
+    # further photos' cameras.
+    head["triface_photos"] = [names.path_property(photo) for photo in result_photos(manifest)]
     head["triface_view_cameras"] = view_cameras
     # The model's 68 landmarks on the mesh (dlib order, Blender world): for rigging, and to check the alignment.
     # NaN marks a landmark whose ray misses the mesh (a jaw-line point on the silhouette, say).

@@ -19,7 +19,8 @@ Ops and params:
   synthesize  {face_id, job_dir, edits: {name: value}, mesh_resolution=192, topology, texture_size,
               detail_alignment=true (the photo's detail follows the edit, see `editing.detail`), and
               optionally the invert params or sample {seed, truncation} (used when the engine no longer holds
-              the face)} -> a new manifest
+              the face), and photo_copies [path | null per photo] (where a photo that has moved can be read)}
+              -> a new manifest; its warnings name any photo that could not be read
   latent      {face_id, edits}           -> w_plus (num_ws x w_dim) with the edits applied, its camera label
   render_views {face_id, edits, cameras: [[25 floats]], size, job_dir}
               -> the model's own images from those EG3D cameras, as neural_000.png ... in job_dir
@@ -147,9 +148,14 @@ class Session:
 
     def synthesize(self, params: dict[str, Any], progress: ProgressFn) -> dict:
         self._ensure_model(progress)
-        fit = self._held_face(params, progress)
+        held = self._held_face(params, progress)
+        fit = _with_photo_files(held, _photo_files([held.photo, *(view.photo for view in held.views)], params))
         edits = {str(k): float(v) for k, v in dict(params.get("edits", {})).items()}
-        return self._result(fit, params, edits, progress)
+        manifest = self._result(fit, params, edits, progress)
+        manifest["photo"] = str(held.photo)   # the face's own photo, not the copy it may have been read from
+        if _asset_request(params).texture_size:
+            manifest["warnings"] += _missing_photo_warnings(fit)
+        return manifest
 
     def latent(self, params: dict[str, Any], progress: ProgressFn) -> dict:
         self._ensure_model(progress)
@@ -244,8 +250,15 @@ class Session:
         if fit is None and params.get("sample"):
             fit, _photo = self._sample({**params, **params["sample"]}, lambda f, m: progress(0.8 * f, m))
         elif fit is None and (params.get("image") or params.get("images")):
-            # The engine restarted since this face was imported: the request carries what re-inverting needs.
-            fit = self._fit(params, lambda f, m: progress(0.8 * f, m))
+            # The engine restarted since this face was imported: the request carries what re-inverting needs. The
+            # face keeps its id and its photos' paths even when their pixels come from copies (`_photo_files`),
+            # so the next edit finds it held.
+            photos = _photo_paths(params)
+            files = _photo_files(photos, params)
+            readable = {"images": [str(f) for f in files]} if len(files) > 1 else {"image": str(files[0])}
+            fit = self._fit({**params, **readable}, lambda f, m: progress(0.8 * f, m), remember=False)
+            fit = dataclasses.replace(_with_photo_files(fit, photos), face_id=face_id)
+            self._remember(fit)
         if fit is None:
             raise UnknownFaceError(f"the engine does not hold face {face_id} (it was restarted or the face was "
                                    "released); import the photo again")
@@ -411,6 +424,34 @@ def _wants_preview(params: dict[str, Any]) -> bool:
     and its result comes as soon as a preview would."""
     budget = _steps(params.get("steps", "fast"))
     return bool(params.get("preview")) and (budget.fit_steps > 0 or budget.tune_steps > 0)
+
+
+def _photo_files(photos: list[Path], params: dict[str, Any]) -> list[Path]:
+    """Where each of a face's photos (the main one first) can be read: the photo itself, or where it is gone, the
+    request's copy of it ("photo_copies": a path or null per photo; the add-on sends the copy its .blend packed
+    when a photo has moved since its import)."""
+    copies = list(params.get("photo_copies") or [])
+    return [Path(copies[i]) if not Path(path).is_file() and i < len(copies) and copies[i] else Path(path)
+            for i, path in enumerate(photos)]
+
+
+def _with_photo_files(fit: FaceFit, files: list[Path]) -> FaceFit:
+    """The face with its photos read from `files` (the main one first)."""
+    views = [dataclasses.replace(view, photo=file) for view, file in zip(fit.views, files[1:])]
+    return dataclasses.replace(fit, photo=files[0], views=views)
+
+
+def _missing_photo_warnings(fit: FaceFit) -> list[str]:
+    """What a texture lacks when a face's photos cannot be read."""
+    warnings = []
+    if not fit.photo.is_file():
+        warnings.append(f"the photo {fit.photo} is gone (moved or deleted) and no copy of it came with the request: "
+                        "no texture can be baked without it, so this head shows the model's own colours; put the "
+                        "photo back, or import it again")
+    warnings += [f"the photo {view.photo} is gone (moved or deleted) and no copy of it came with the request: the "
+                 "texture is baked without it; put it back, or import the photos again"
+                 for view in fit.views if not view.photo.is_file()]
+    return warnings
 
 
 def _required(params: dict[str, Any], name: str) -> Any:

@@ -25,9 +25,11 @@ def build_extension(out: Path) -> Path:
     return Path(completed.stdout.strip().splitlines()[-1])
 
 
-def run_case(blender: Path, case: str, zip_path: Path, workdir: Path, *args: str) -> dict:
+def run_case(blender: Path, case: str, zip_path: Path, workdir: Path, *args: str,
+             script: str = "blender_case.py") -> dict:
+    """Run `case` of `script` (a module in tests/ with blender_case.py's command line) and return its facts."""
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(workdir / "blender-user"), TRIFACE_ENGINE_PYTHON=sys.executable)
-    completed = subprocess.run([str(blender), str(ROOT / "tests" / "blender_case.py"), case, str(zip_path),
+    completed = subprocess.run([str(blender), str(ROOT / "tests" / script), case, str(zip_path),
                                 str(workdir), *map(str, args)], capture_output=True, text=True, env=env,
                                timeout=600, check=False)
     facts = [line[6:] for line in completed.stdout.splitlines() if line.startswith("FACTS ")]
