@@ -106,8 +106,10 @@ def parse_budget(text: str) -> Budget:
     """A budget from the command line: a name (`STEP_BUDGETS`, `BUDGETS_BEFORE`), a number of w_plus fitting
     steps without tuning, or either followed by changes, e.g. "fast,stride=3,fit=20" (keys: fit, tune, fit_lr,
     tune_lr, stride, tune_stride, coarse, plateau, tolerance, colour_only, reuse, seed, ssim_scale, and
-    precision=float32 | bfloat16). Raises ValueError with the choices."""
+    precision=float32 | bfloat16); names in either case ("fast" or "FAST", as the add-on's options spell them).
+    Raises ValueError with the choices."""
     base, *changes = [part.strip() for part in str(text).split(",")]
+    base = base.lower()
     budgets = {**STEP_BUDGETS, **BUDGETS_BEFORE}
     if base in budgets:
         budget = budgets[base]

@@ -5,6 +5,9 @@
     blender -b --factory-startup --python-exit-code 1 -P scripts/batch_dataset.py -- --images DIR --out DIR ...
     python scripts/batch_dataset.py merge --out DIR          (after array-job shards: one dataset.json)
 
+Ctrl+C stops a run: its workers and engines end, and rerunning the same command finishes it. A photo removed
+from --images (a person who withdraws consent) leaves the dataset at the next run or merge.
+
 Every photo is imported through the TriFace extension in real Blender, exactly as the UI's import does, then
 rendered from several cameras (EG3D's pose distribution) with depth, normals and masks; see
 inference/dataset/manifest.py for the output layout and scripts/batch_worker.py for one item. Rerunning the
@@ -20,13 +23,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from inference.dataset import runner  # noqa: E402
 from inference.dataset.runner import BatchConfig, config_from_dict, merge, run  # noqa: E402
 
 
@@ -49,13 +55,35 @@ def pair(text: str) -> list[float]:
     return [low, high]
 
 
+RANGE_OPTIONS = ("--yaw-range", "--pitch-range")
+NEGATIVE = re.compile(r"-[0-9.]")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse takes a value that starts with '-' and is not a plain number, such as '-30,30', for an option
+    and refuses `--yaw-range -30,30`: such a value is glued to its option first ('--yaw-range=-30,30')."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        args = list(sys.argv[1:] if args is None else args)
+        glued: list[str] = []
+        for arg in args:
+            if glued and glued[-1] in RANGE_OPTIONS and NEGATIVE.match(arg):
+                glued[-1] = f"{glued[-1]}={arg}"
+            else:
+                glued.append(arg)
+        return super().parse_known_args(glued, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batch_dataset.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="batch_dataset.py", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--config", type=Path, help="a TOML file of settings (the options below override it)")
     add("--images", type=Path, help="a folder of photos (searched at any depth)")
     add("--out", type=Path, help="the dataset folder (made, or finished if a run was stopped)")
+    add("--all-faces", action="store_true", default=None,
+        help="every face of a group photo, each its own item (default: the largest face only)")
     add("--samples", type=int, help="random heads drawn from the model, besides the photos")
     add("--seed", type=int, help="the first random head's seed (then seed+1, ...)")
     add("--truncation", type=float, help="random heads' truncation psi (default 0.7)")
@@ -71,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--mirror", action=argparse.BooleanOptionalAction, default=None, help="also write mirrored, labelled copies")
     add("--neural", action=argparse.BooleanOptionalAction, default=None,
         help="also write the model's own renders from the same cameras")
-    add("--steps", choices=("preview", "fast", "best"), help="the import's inversion budget (default fast)")
-    add("--topology", choices=("template", "raw"))
+    add("--steps", type=str.lower, choices=runner.STEPS, help="the import's inversion budget (default fast)")
+    add("--topology", type=str.lower, choices=runner.TOPOLOGIES)
     add("--texture-size", type=int, choices=(1024, 2048, 4096))
     add("--mesh-resolution", type=int)
     add("--model", help="a converted model folder (default: the bundled model)")
@@ -152,7 +180,9 @@ def main() -> int:
     config = settings(build_parser().parse_args(argv))
     try:
         report = run(config, log=lambda text: print(text, file=sys.stderr))
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+    except KeyboardInterrupt:   # run() has ended the workers and said what is left
+        return 130
+    except (ValueError, RuntimeError, OSError) as exc:   # OSError: a full disk, an unwritable folder
         print(f"batch: {exc}", file=sys.stderr)
         return 2
     print(f"shard {report['shard']}: {report['done']} of {report['items']} items done, {report['failed']} failed "

@@ -5,10 +5,11 @@
 
 JOB.json holds the batch's settings and the items this process makes; it makes them one after another through
 the TriFace extension exactly as an artist's import does (its operators, its engine process, its scene
-builder), renders each item's views, and moves each finished item into the output. It reports on stdout, one
-line per event, each starting with EVENT_PREFIX and followed by JSON: ready, start, done, failed. The
-coordinator recycles the process after a number of items (Blender's memory grows over many scenes) and kills
-it when an item takes too long.
+builder), renders each item's views, and moves each finished item into the output; with --all-faces, a group
+photo's other faces follow its face 0 as items of their own. It reports on stdout, one line per event, each
+starting with EVENT_PREFIX and followed by JSON: ready, start, done, failed. The coordinator recycles the
+process after a number of items (Blender's memory grows over many scenes) and kills it when an item takes too
+long.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +199,10 @@ class Worker:
             "versions": {"triface": __version__, "blender": bpy.app.version_string,
                          "engine": {k: client.info.get(k) for k in ("engine", "torch", "python", "device", "gpu")}},
         }
-        manifests.commit_item(self.out, staging, source.item_id, record)
+        try:
+            manifests.commit_item(self.out, staging, source.item_id, record)
+        except manifests.IncompleteItemError as exc:   # a pass Blender did not write: another try may
+            raise ItemFailed(str(exc), permanent=False) from None
         shutil.rmtree(staging, ignore_errors=True)
         return record
 
@@ -208,7 +213,8 @@ class Worker:
         self.runtime.failures.pop(name, None)
         try:
             if source.kind == "photo":
-                bpy.ops.triface.import_face(filepath=source.path, face_index=0, preview=False, **options)
+                bpy.ops.triface.import_face(filepath=source.path, face_index=source.face or 0, preview=False,
+                                            **options)
             else:
                 bpy.ops.triface.add_random_face(seed=source.seed, count=1, truncation=source.truncation, **options)
         except RuntimeError as exc:
@@ -271,9 +277,11 @@ def main() -> int:
     started = time.perf_counter()
     worker = Worker(job)
     emit("ready", seconds=round(time.perf_counter() - started, 3), pid=os.getpid())
+    todo = deque(manifests.Source(**{k: tuple(v) if k == "also" else v for k, v in entry.items()})
+                 for entry in job["items"])
     try:
-        for entry in job["items"]:
-            source = manifests.Source(**{k: tuple(v) if k == "also" else v for k, v in entry.items()})
+        while todo:
+            source = todo.popleft()
             if manifests.is_finished(worker.out, source.item_id):   # a retried Ray task's earlier items
                 emit("done", item=source.item_id, seconds=0.0, skipped=True)
                 continue
@@ -289,8 +297,12 @@ def main() -> int:
                 emit("failed", item=source.item_id, reason=f"{type(exc).__name__}: {exc}", permanent=False)
                 continue
             engine = worker.runtime.engine_if_running()
-            emit("done", item=source.item_id, seconds=round(time.perf_counter() - timer, 3), rss_mb=rss_mb(),
-                 engine_rss_mb=rss_mb(engine.process.pid) if engine is not None else None)
+            engine_pid = engine.process.pid if engine is not None else None
+            emit("done", item=source.item_id, seconds=round(time.perf_counter() - timer, 3), pid=os.getpid(),
+                 rss_mb=rss_mb(), engine_pid=engine_pid,
+                 engine_rss_mb=rss_mb(engine_pid) if engine_pid else None)
+            if worker.config["all_faces"]:   # a group photo's other faces next, while the engine is warm
+                todo.extendleft(reversed(manifests.other_faces(worker.out, source)))
     finally:
         worker.runtime.stop_engine()
     return 0

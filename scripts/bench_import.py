@@ -29,7 +29,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("photo", nargs="?", type=Path,
                         default=ROOT / "tests" / "data" / "photos" / "congress_C000537.jpg")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--steps", default="FAST", choices=("FAST", "BEST"), help="a budget that refines")
+    parser.add_argument("--steps", default="FAST", type=str.upper, choices=("FAST", "BEST"),
+                        help="a budget that refines: fast or best (either case)")
     parser.add_argument("--mesh-resolution", type=int, default=192)
     parser.add_argument("--texture-size", default="2048", choices=("1024", "2048", "4096"))
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench-import")

@@ -37,10 +37,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--extension", type=Path, help="the extension zip (default: build dist/triface-*.zip)")
     parser.add_argument("--engine-python", default=None,
                         help="the engine's Python (default: this interpreter when it has torch)")
-    parser.add_argument("--steps", default="FAST", choices=("PREVIEW", "FAST", "BEST"))
+    parser.add_argument("--steps", default="FAST", type=str.upper, choices=("PREVIEW", "FAST", "BEST"),
+                        help="the inversion budget: preview, fast or best (either case)")
     parser.add_argument("--mesh-resolution", type=int, default=192)
     parser.add_argument("--face-index", type=int, default=0)
-    parser.add_argument("--topology", default="TEMPLATE", choices=("TEMPLATE", "RAW"),
+    parser.add_argument("--topology", default="TEMPLATE", type=str.upper, choices=("TEMPLATE", "RAW"),
                         help="the fitted template head (quads, UVs, shape keys) or the raw reconstruction")
     parser.add_argument("--texture-size", default="2048", choices=("1024", "2048", "4096"))
     return parser.parse_args(argv)

@@ -1,9 +1,11 @@
 """The headless batch (scripts/batch_dataset.py): real Blender workers, the real engine, real files.
 
-The pure parts (cameras, labels, shards, settings) are tested directly; the batch itself runs small: a few
-random heads at the preview budget, 64 px, a few views and samples, once uninterrupted (the reference), then
-killed and resumed, in two shards merged, and on Ray, each of which must give the reference's files; and once
-on photos with a corrupt file and a photo without a face, whose labels are checked against the masks and depth.
+The pure parts (cameras, labels, shards, settings, the hash cache, committing) are tested directly; the
+batch itself runs small: a few random heads at the preview budget, 64 px, a few views and samples, once
+uninterrupted (the reference), then killed and resumed, in two shards merged, and on Ray, each of which must
+give the reference's files; once on photos with a corrupt file and a photo without a face, whose labels are
+checked against the masks and depth; stopped by Ctrl+C and by a manifest it cannot write, with no process left
+behind; and tiniest (one 32 px view) on a group photo with --all-faces, from which photos are then withdrawn.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +31,24 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import import_photo  # noqa: E402
 from batch_dataset import build_parser, parse_edits, settings, shard_from_environment  # noqa: E402
 from blender_runner import BLENDERS  # noqa: E402
 from inference.cameras import blender_to_cam2world, BlenderCamera, project_points, split_camera_label  # noqa: E402
 from inference.dataset import labels as dataset_labels  # noqa: E402
 from inference.dataset import manifest as manifests  # noqa: E402
-from inference.dataset.runner import config_from_dict  # noqa: E402
+from inference.dataset.progress import duration_text  # noqa: E402
+from inference.dataset.runner import config_from_dict, plan  # noqa: E402
 from inference.dataset.views import ViewSpec, mirrored_cam2world, sample_poses, view_cameras  # noqa: E402
+from inference.invert import STEP_BUDGETS, parse_budget  # noqa: E402
 
 PHOTOS = ROOT / "tests" / "data" / "photos"
 SMALL = ["--steps", "preview", "--views", "3", "--size", "64", "--render-samples", "4", "--texture-size", "1024",
          "--mesh-resolution", "96", "--progress", "jsonl"]
 SAMPLES = ["--samples", "3", "--seed", "2", *SMALL]   # seeds 2-4: both of two shards get some
+TINY = ["--steps", "preview", "--views", "1", "--size", "32", "--render-samples", "1", "--texture-size",
+        "1024", "--mesh-resolution", "64", "--progress", "jsonl"]
+NO_WORKER = Path("unused.zip")   # the extension of a rerun with nothing to make, which starts no worker
 VOLATILE = {"item.json"}   # holds timings; everything else an item writes must match byte for byte
 
 
@@ -69,6 +80,76 @@ def reference(tmp_path_factory, extension_zip) -> Path:
     out = tmp_path_factory.mktemp("batch") / "reference"
     batch(out, *SAMPLES, extension=extension_zip)
     return out
+
+
+@contextmanager
+def started_batch(out: Path, *args: str, extension: Path) -> Iterator[subprocess.Popen]:
+    """The batch as a terminal runs it: its own process group (a Ctrl+C goes to the whole group). Killed if
+    still running when the test ends, its workers then go too (their stdin closes)."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "batch_dataset.py"), "--out", str(out),
+                                "--extension", str(extension), *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+
+
+def process_table() -> dict[int, tuple[int, str, str]]:
+    """/proc: pid -> (parent pid, state, start time); the start time tells a reused pid from the process."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:   # it ended while we looked
+            continue
+        table[int(stat.parent.name)] = (int(fields[1]), fields[0], fields[19])
+    return table
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid`, with its start time."""
+    table = process_table()
+    found, todo = {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, (ppid, _, started) in table.items():
+            if ppid == parent:
+                found[child] = started
+                todo.append(child)
+    return found
+
+
+def still_running(processes: dict[int, str]) -> list[int]:
+    """Those of `processes` that have not ended (a zombie has: only its exit status is left to collect)."""
+    table = process_table()
+    return [pid for pid, started in processes.items() if pid in table and table[pid][2] == started
+            and table[pid][1] != "Z"]
+
+
+def wait_for_engine(process: subprocess.Popen) -> dict[int, str]:
+    """Wait until the batch's worker has started its engine (an item is being made) -> its processes."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        below = descendants(process.pid)
+        for pid in below:
+            try:
+                if b"inference.server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return below
+            except OSError:
+                continue
+        time.sleep(0.2)
+    raise AssertionError(f"no engine started under the batch: {process.communicate()[1][-3000:]}")
+
+
+def no_process_left(processes: dict[int, str]) -> bool:
+    """Whether all of `processes` have ended; a process SIGKILLed a moment ago may take that moment to go."""
+    deadline = time.monotonic() + 10
+    while still_running(processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not still_running(processes)
 
 
 # -- the pure parts -----------------------------------------------------------------------------------------
@@ -114,6 +195,75 @@ def test_dataset_json_round_trip_merge_and_loader_rules(tmp_path):
     assert dataset_labels.loader_problems(tmp_path) == ["b/mask.png has no label in dataset.json"]
     Image.init()
     assert set(Image.EXTENSION) <= dataset_labels.IMAGE_EXTENSIONS   # all that EG3D's loader may take as images
+
+
+def test_a_range_may_start_below_zero_as_written_in_the_readme(tmp_path):
+    args = build_parser().parse_args(["--out", str(tmp_path), "--samples", "1", "--yaw-range", "-30,30",
+                                      "--pitch-range", "-10.5,5"])
+    made = settings(args)
+    assert (made.views.yaw_range_deg, made.views.pitch_range_deg) == ((-30.0, 30.0), (-10.5, 5.0))
+
+
+def test_a_pitch_range_past_89_degrees_is_refused():
+    for pitches in ((-100, 100), (-100, 0), (0, 100)):
+        with pytest.raises(ValueError, match="within -89..89"):
+            ViewSpec(pitch_range_deg=pitches)
+    assert ViewSpec(pitch_range_deg=(-89, 89)).pitch_range_deg == (-89, 89)
+
+
+def test_steps_are_taken_in_either_case(tmp_path, monkeypatch):
+    for spelling in ("PREVIEW", "preview", "Preview"):
+        assert settings(build_parser().parse_args(["--out", str(tmp_path), "--samples", "1", "--steps",
+                                                   spelling])).steps == "preview"
+        monkeypatch.setattr(sys, "argv", ["import_photo.py", "face.jpg", "--out", str(tmp_path), "--steps",
+                                          spelling])
+        assert import_photo.parse_args().steps == "PREVIEW"   # the add-on's enum identifier
+        assert parse_budget(spelling) == STEP_BUDGETS["preview"]   # the engine's and evaluations' --steps
+    monkeypatch.setattr(sys, "argv", ["import_photo.py", "face.jpg", "--out", str(tmp_path), "--topology", "raw"])
+    assert import_photo.parse_args().topology == "RAW"
+    assert config_from_dict({"out": tmp_path, "samples": 1, "steps": "BEST"}).steps == "best"   # from TOML
+
+
+def test_the_eta_counts_days_past_24_hours():
+    assert duration_text(3 * 3600 + 25 * 60 + 7) == "03:25:07"
+    assert duration_text(26 * 3600 + 5 * 60 + 7) == "1d 02:05:07"
+    assert duration_text(400 * 86400 + 59) == "400d 00:00:59"
+
+
+def test_a_second_plan_reads_only_the_photos_that_changed(tmp_path):
+    """Hashes are cached by path, size and mtime: bytes changed under the same size and mtime are not read
+    again (no shard re-hashes the corpus), and a new mtime has the photo hashed again."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = photos / "face.jpg"
+    photo.write_bytes((PHOTOS / "congress_C000537.jpg").read_bytes())
+    config = config_from_dict({"out": tmp_path / "out", "images": photos})
+    first = plan(config)[0][0].item_id
+    stat = photo.stat()
+    photo.write_bytes(photo.read_bytes()[::-1])   # other bytes, the same size ...
+    os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns))   # ... and the same mtime: taken from the cache
+    assert plan(config)[0][0].item_id == first
+    shard = manifests.shard_of(first, 3)   # another shard uses the cache the first one wrote
+    assert plan(config_from_dict({"out": tmp_path / "out", "images": photos, "num_shards": 3,
+                                  "shard_index": shard}))[0][0].item_id == first
+    os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert plan(config)[0][0].item_id == f"photo-{hashlib.sha256(photo.read_bytes()).hexdigest()[:16]}"
+
+
+def test_an_item_with_a_pass_missing_is_not_committed(tmp_path):
+    """The record names a depth pass that was never written and an empty normal pass: nothing is committed."""
+    record = {"variants": [{"head": "items/x/base/head.glb", "latent": "items/x/base/latent.npy", "views": [
+        {"image": "dataset/x/base/000.png", "depth": "items/x/base/views/000_depth.exr",
+         "normal": "items/x/base/views/000_normal.exr", "mask": "items/x/base/views/000_mask.png"}]}]}
+    staging = tmp_path / "staging"
+    for name in ("items/base/head.glb", "items/base/latent.npy", "dataset/base/000.png",
+                 "items/base/views/000_mask.png", "items/base/views/000_normal.exr"):
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(b"" if name.endswith("normal.exr") else b"written")
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="000_depth.exr, items/x/base/views/000_normal.exr"):
+        manifests.commit_item(out, staging, "x", record)
+    assert not manifests.is_finished(out, "x") and not (out / "dataset" / "x").exists()
 
 
 def test_shards_partition_the_items_by_id_alone():
@@ -329,3 +479,136 @@ def test_blender_4_5_workers_write_the_same_layout(tmp_path, extension_zip):
         [f"items/sample-000000/base/views/{v}_{k}" for v in ("000", "001")
          for k in ("depth.exr", "mask.png", "normal.exr")]
     assert dataset_labels.loader_problems(out / "dataset") == []
+
+
+# -- stopping: no process left behind -----------------------------------------------------------------------
+
+def test_ctrl_c_stops_the_batch_and_every_process_it_started(tmp_path, extension_zip):
+    out = tmp_path / "stopped"
+    with started_batch(out, "--samples", "1", *TINY, extension=extension_zip) as process:
+        started = wait_for_engine(process)   # the worker is making the item
+        os.killpg(process.pid, signal.SIGINT)   # a terminal's Ctrl+C: to the batch's whole process group
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "1 items are left for a rerun of the same command" in stderr
+    assert no_process_left(started), f"still running: {still_running(started)}"
+    state = json.loads((out / "shards" / "0-of-1" / "manifest.json").read_text())["items"]
+    assert {k: (v["status"], v["attempts"]) for k, v in state.items()} == {"sample-000000": ("pending", 0)}
+    assert records(out) == {}
+
+
+def test_a_coordinator_that_fails_ends_its_worker_and_engine(tmp_path, extension_zip):
+    """Its manifest cannot be written (as on a full disk) when the first item ends: the batch stops with that
+    error at once, and the worker making the second item, and its engine, end with it."""
+    out = tmp_path / "failing"
+    with started_batch(out, "--samples", "2", *TINY, extension=extension_zip) as process:
+        started = wait_for_engine(process)
+        manifest = out / "shards" / "0-of-1" / "manifest.json"
+        manifest.unlink(missing_ok=True)
+        manifest.mkdir()   # no file can be renamed onto a folder
+        _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2 and "batch: [Errno 21] Is a directory" in stderr, stderr[-3000:]
+    assert no_process_left(started), f"still running: {still_running(started)}"
+    assert list(records(out)) == ["sample-000000"]   # the second item was stopped, not made twice
+
+
+# -- group photos and withdrawn photos ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def group_dataset(tmp_path_factory, extension_zip) -> tuple[Path, Path]:
+    """A group photo (two of the test photos side by side) and a portrait, made with --all-faces at one 32 px
+    view each -> (the photos' folder, the dataset)."""
+    root = tmp_path_factory.mktemp("faces")
+    photos = root / "photos"
+    photos.mkdir()
+    left, right = (Image.open(PHOTOS / name).convert("RGB") for name in ("skimage_astronaut.png",
+                                                                           "congress_C000537.jpg"))
+    group = Image.new("RGB", (left.width + right.width, max(left.height, right.height)), (128, 128, 128))
+    group.paste(left, (0, 0))
+    group.paste(right, (left.width, 0))
+    group.save(photos / "group.png")
+    Image.open(PHOTOS / "interfaces_005.jpg").convert("RGB").resize((500, 500)).save(photos / "portrait.png")
+    out = root / "dataset"
+    batch(out, "--images", str(photos), "--all-faces", *TINY, extension=extension_zip)
+    return photos, out
+
+
+def photo_id(path: Path) -> str:
+    return f"photo-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+
+
+def copied(group_dataset: tuple[Path, Path], folder: Path) -> tuple[Path, Path]:
+    """A copy of the photos and of the dataset to withdraw photos from (the fixture is shared)."""
+    photos, out = group_dataset
+    return shutil.copytree(photos, folder / "photos"), shutil.copytree(out, folder / "dataset")
+
+
+def labelled_items(out: Path) -> set[str]:
+    return {name.split("/")[0] for name in dataset_labels.read_dataset_json(out / "dataset" / "dataset.json")}
+
+
+def test_all_faces_makes_an_item_of_every_face_in_a_group_photo(group_dataset):
+    photos, out = group_dataset
+    group, portrait = photo_id(photos / "group.png"), photo_id(photos / "portrait.png")
+    made = records(out)
+    assert sorted(made) == sorted([group, f"{group}-face1", portrait])
+    assert (made[group]["source"]["face"], made[f"{group}-face1"]["source"]["face"]) == (0, 1)
+    assert made[group]["fit"]["faces_found"] == made[f"{group}-face1"]["fit"]["faces_found"] == 2
+    latents = [np.load(out / made[i]["variants"][0]["latent"]) for i in (group, f"{group}-face1")]
+    assert not np.allclose(*latents)   # two people, two heads
+    assert labelled_items(out) == set(made) and dataset_labels.loader_problems(out / "dataset") == []
+
+
+def test_a_withdrawn_photo_leaves_the_dataset_on_the_rerun(group_dataset, tmp_path):
+    photos, out = copied(group_dataset, tmp_path)
+    portrait = photo_id(photos / "portrait.png")
+    (photos / "portrait.png").unlink()
+    rerun = batch(out, "--images", str(photos), "--all-faces", *TINY, extension=NO_WORKER)
+    assert "2 items (2 already done, 0 failed before, 0 to make); 1 items withdrawn" in rerun.stderr
+    assert not (out / "items" / portrait).exists() and not (out / "dataset" / portrait).exists()
+    assert portrait not in json.loads((out / "manifest.json").read_text())["items"]
+    assert portrait not in labelled_items(out) and dataset_labels.loader_problems(out / "dataset") == []
+    assert json.loads((out / "shards" / "0-of-1" / "report.json").read_text())["withdrawn"] == [portrait]
+
+
+def test_a_wrong_or_empty_images_folder_withdraws_nothing(group_dataset, tmp_path):
+    """Withdrawal deletes: a folder that holds none of the dataset's photos (a typo, an unmounted share) is an
+    error at the rerun and a warning at the merge, and the dataset stays whole."""
+    photos, out = copied(group_dataset, tmp_path)
+    batch(out, "--images", str(photos), "--all-faces", *TINY, extension=NO_WORKER)   # now it reads the copy
+    before = item_files(out)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rerun = batch(out, "--images", str(empty), "--all-faces", *TINY, extension=NO_WORKER, check=False)
+    assert rerun.returncode == 2 and "every photo item would be deleted" in rerun.stderr, rerun.stderr[-3000:]
+    for photo in photos.iterdir():
+        photo.unlink()
+    merged = subprocess.run([sys.executable, str(ROOT / "scripts" / "batch_dataset.py"), "merge", "--out", str(out)],
+                            check=True, capture_output=True, text=True)
+    assert "nothing is withdrawn" in merged.stderr
+    assert item_files(out).keys() == before.keys() and len(labelled_items(out)) == 3
+
+
+def test_merge_drops_a_withdrawn_photo(group_dataset, tmp_path):
+    photos, out = copied(group_dataset, tmp_path)
+    batch(out, "--images", str(photos), "--all-faces", *TINY, extension=NO_WORKER)   # now it reads the copy
+    group = photo_id(photos / "group.png")
+    (photos / "group.png").unlink()
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "batch_dataset.py"), "merge", "--out", str(out)],
+                   check=True, capture_output=True)
+    assert list(records(out)) == [photo_id(photos / "portrait.png")] == sorted(labelled_items(out))
+    assert json.loads((out / "report.json").read_text())["withdrawn"] == [group, f"{group}-face1"]
+    assert dataset_labels.loader_problems(out / "dataset") == []
+
+
+def test_a_manifest_entry_deleted_by_hand_leaves_no_unlabelled_image(group_dataset, tmp_path):
+    photos, out = copied(group_dataset, tmp_path)
+    portrait = photo_id(photos / "portrait.png")
+    shard_manifest = out / "shards" / "0-of-1" / "manifest.json"
+    kept = json.loads(shard_manifest.read_text())
+    del kept["items"][portrait]
+    shard_manifest.write_text(json.dumps(kept))
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "batch_dataset.py"), "merge", "--out", str(out)],
+                   check=True, capture_output=True)
+    assert dataset_labels.loader_problems(out / "dataset") == []
+    assert portrait in labelled_items(out)   # its photo is still there: the item stays, labelled

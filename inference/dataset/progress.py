@@ -60,7 +60,7 @@ class Progress:
         width = 30
         filled = int(width * finished / self.total) if self.total else width
         eta = self.eta_s()
-        eta_text = "--" if eta is None else time.strftime("%H:%M:%S", time.gmtime(eta))
+        eta_text = "--" if eta is None else duration_text(eta)
         self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {finished}/{self.total} items "
                           f"({self.failed} failed)  {self.rate() * 60:.2f} items/min  ETA {eta_text} ")
         self.stream.flush()
@@ -69,3 +69,11 @@ class Progress:
         if self.mode == "bar":
             self.stream.write("\n")
             self.stream.flush()
+
+
+def duration_text(seconds: float) -> str:
+    """3725 -> "01:02:05"; past a day the days come first: 90061 -> "1d 01:01:01" (a clock would wrap)."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return (f"{days}d " if days else "") + f"{hours:02d}:{minutes:02d}:{secs:02d}"

@@ -39,8 +39,10 @@ class ViewSpec:
         for name, (low, high) in (("yaw", self.yaw_range_deg), ("pitch", self.pitch_range_deg)):
             if low > high:
                 raise ValueError(f"the {name} range {low}..{high} is empty")
-        if not -89.0 <= self.pitch_range_deg[0] and self.pitch_range_deg[1] <= 89.0:
-            raise ValueError("pitch must stay within -89..89 degrees (the camera would look straight down)")
+        if not (-89.0 <= self.pitch_range_deg[0] and self.pitch_range_deg[1] <= 89.0):
+            low, high = self.pitch_range_deg
+            raise ValueError(f"the pitch range {low}..{high} must stay within -89..89 degrees (at +-90 the "
+                             "camera looks straight down or up)")
 
 
 def sample_poses(spec: ViewSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
