@@ -6,6 +6,8 @@ bundled model's own surface, the project's rasteriser for photos and renders.
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -16,6 +18,7 @@ from arkit import ARKIT
 from inference.asset.bake import (
     BakeOptions,
     PhotoView,
+    TexelMap,
     colour_line,
     multiband_blend,
     sample_photo,
@@ -391,3 +394,29 @@ def test_the_raw_surface_is_unwrapped_by_xatlas_and_baked(textured_head):
     assert asset.loop_uvs.shape == (len(asset.loop_vertices), 2)
     assert asset.loop_uvs.min() >= 0 and asset.loop_uvs.max() <= 1
     assert asset.texture.shape == (1024, 1024, 3) and len(asset.vertices) == len(vertices)
+
+
+def test_many_raw_bakes_keep_only_the_last_ones_texel_maps_and_the_templates_stay(template, textured_head):
+    """Each raw head has its own xatlas layout: baking many of them keeps the texel maps of the last bake only
+    (its texture size and its field's), while the template's maps, the same for every template head, stay."""
+    import trimesh
+
+    def live_texel_maps() -> int:
+        return sum(type(thing) is TexelMap for thing in gc.get_objects())
+
+    uv_triangles = textured_head["uv_triangles"]
+    template_maps = {size: texel_map(template.uvs, uv_triangles, size) for size in (1024, 256)}
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.2)
+    rng = np.random.default_rng(0)
+    gc.collect()
+    before = live_texel_maps()
+    for _ in range(8):
+        # A slightly different head each time: xatlas unwraps it into a layout of its own.
+        scale = rng.uniform(0.9, 1.1, (len(sphere.vertices), 1))
+        vertices = np.asarray(sphere.vertices) * scale + [0.0, 0.0, 0.1]
+        raw_asset(vertices, np.asarray(sphere.faces), np.full((len(vertices), 3), 0.5, np.float32),
+                  lambda p: np.full((len(p), 3), 0.5), textured_head["view"], 128, MM)
+    gc.collect()
+    assert live_texel_maps() - before <= 2
+    for size, cached in template_maps.items():
+        assert texel_map(template.uvs, uv_triangles, size) is cached

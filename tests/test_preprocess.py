@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from photo_corpus import rotated
 from PIL import Image
+from turned_faces import three_quarter_view
 
 from inference.cameras import intrinsics_matrix, orbit_cam2world, project_points
 from inference.errors import FaceIndexError, NoFaceError, PhotoError
@@ -289,6 +290,22 @@ def test_a_small_face_in_a_large_frame_is_found_on_an_upscaled_copy():
     expected = faces[0].landmarks * [small.width / pixels.shape[1], small.height / pixels.shape[0]] + [1700, 1200]
     error = np.linalg.norm(face.landmarks - expected, axis=1)
     assert np.median(error) < 0.05 * _inter_ocular(expected)
+
+
+@pytest.mark.parametrize("degrees", [50, -50])
+def test_a_three_quarter_view_that_hog_misses_is_found_by_the_cnn_with_its_landmarks_and_yaw(degrees):
+    pixels, truth = three_quarter_view(degrees)
+    [face] = detect_faces(pixels)
+    assert face.cnn   # the CNN looks only when every HOG search (upscaled, turned copies) found nothing
+    # dlib's shape predictor is far less sure of a face turned this far than of a frontal one (0.05 of the
+    # inter-ocular distance): on 43 synthetic heads at +-50 degrees its median error is 0.25 of the
+    # (foreshortened) distance; the best of 165 boxes, chosen knowing the truth, still leaves 0.10 to 0.30.
+    error = np.linalg.norm(face.landmarks - truth, axis=1)
+    assert np.median(error) < 0.25 * _inter_ocular(truth)
+    # The pose follows those landmarks: turned the right way, by less (on those heads a median 16 degrees
+    # less, and within 30 degrees for 39 of 43).
+    yaw = np.degrees(A.estimate_pose(face.landmarks, (pixels.shape[1], pixels.shape[0])).yaw)
+    assert np.sign(yaw) == np.sign(degrees) and abs(yaw - degrees) < 30
 
 
 def test_two_faces_come_largest_first():

@@ -17,8 +17,10 @@ and Blender's images are laid out.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..synthetic.raster import rasterize
+from .template import load_template, split_polygons
 
 FieldColours = Callable[[np.ndarray], np.ndarray]   # world points (N, 3) -> sRGB colours (N, 3) in [0, 1]
 
@@ -77,7 +80,11 @@ class Bake:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-_TEXEL_MAPS: dict[tuple, TexelMap] = {}
+# A raw head's layout (xatlas's unwrap) is new for every face, and a texel map takes about 100 MB at 2K and
+# 400 MB at 4K: only the last raw bake's (at its texture size and its field's) are kept.
+RAW_TEXEL_MAPS_KEPT = 2
+_TEMPLATE_TEXEL_MAPS: dict[int, TexelMap] = {}      # by size: every template head bakes on the one layout
+_RAW_TEXEL_MAPS: OrderedDict[tuple, TexelMap] = OrderedDict()   # least recently used first
 _TEXEL_MAPS_LOCK = threading.Lock()   # the engine may warm the cache from a thread while a request bakes
 
 
@@ -85,13 +92,35 @@ def texel_map(uvs: np.ndarray, uv_triangles: np.ndarray, size: int) -> TexelMap:
     """Rasterise UV triangles (uv_triangles (T, 3) into uvs (U, 2), v up) at size x size texel centres.
 
     The UV plane is seen by a camera at the origin through z = 1 with identity intrinsics, so the
-    perspective rasteriser is exact here and its barycentrics are the affine ones. Cached per layout and size:
-    the layout is the same for every face."""
-    key = (size, uvs.shape, uv_triangles.shape, hash(uvs.tobytes()), hash(uv_triangles.tobytes()))
+    perspective rasteriser is exact here and its barycentrics are the affine ones. Cached: the template's
+    layout at every size it is asked for (a few: the texture sizes and their field's), any other layout among
+    the RAW_TEXEL_MAPS_KEPT most recently used."""
+    layout = _layout_key(uvs, uv_triangles)
+    is_template = layout == _template_layout_key()
     with _TEXEL_MAPS_LOCK:
-        if key not in _TEXEL_MAPS:
-            _TEXEL_MAPS[key] = _rasterize_uvs(uvs, uv_triangles, size)
-        return _TEXEL_MAPS[key]
+        if is_template:
+            if size not in _TEMPLATE_TEXEL_MAPS:
+                _TEMPLATE_TEXEL_MAPS[size] = _rasterize_uvs(uvs, uv_triangles, size)
+            return _TEMPLATE_TEXEL_MAPS[size]
+        key = (size, *layout)
+        if key in _RAW_TEXEL_MAPS:
+            _RAW_TEXEL_MAPS.move_to_end(key)
+        else:
+            _RAW_TEXEL_MAPS[key] = _rasterize_uvs(uvs, uv_triangles, size)
+            while len(_RAW_TEXEL_MAPS) > RAW_TEXEL_MAPS_KEPT:
+                _RAW_TEXEL_MAPS.popitem(last=False)
+        return _RAW_TEXEL_MAPS[key]
+
+
+def _layout_key(uvs: np.ndarray, uv_triangles: np.ndarray) -> tuple:
+    return uvs.shape, uv_triangles.shape, hash(uvs.tobytes()), hash(uv_triangles.tobytes())
+
+
+@functools.cache
+def _template_layout_key() -> tuple:
+    """The key of the template's UV layout, as its bakes pass it (see `build.template_asset`)."""
+    template = load_template()
+    return _layout_key(template.uvs, split_polygons(template.polygon_uvs)[0])
 
 
 def _rasterize_uvs(uvs: np.ndarray, uv_triangles: np.ndarray, size: int) -> TexelMap:
@@ -245,7 +274,7 @@ class _Visibility:
         return weight, u.numpy(), v.numpy()
 
 
-def _photo_weight(visibility: "_Visibility", bary: np.ndarray, corners: np.ndarray, surface: torch.Tensor,
+def _photo_weight(visibility: _Visibility, bary: np.ndarray, corners: np.ndarray, surface: torch.Tensor,
                   parts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The photo's weight and sampling position (see `_Visibility.weight`) at the surface points with
     barycentrics (N, 3) in the triangles with corner vertices (N, 3); `surface` (V, 6) float32: each vertex's

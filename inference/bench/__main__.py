@@ -87,7 +87,7 @@ def _photos(args: argparse.Namespace, device: Any) -> int:
         if "error" in item:
             print(f"  {item['photo']:<26} error: {item['error']}")
             continue
-        found = "no face" if not item["faces"] else \
+        found = "no face" if not item["faces"] else "found by the CNN fallback" if item["cnn"] else \
             f"found turned {item['rotation_deg']:+.0f} deg" + (", upscaled" if item["upscaled"] else "")
         print(f"  {item['photo']:<26} {item['size'][0]:>5}x{item['size'][1]:<5} decode "
               f"{item['decode']['seconds']:6.3f} s  detect {item['detect']['seconds']:6.3f} s  peak +"

@@ -3,9 +3,9 @@
 `bench_preset`: mapping, tri-plane synthesis, one full image at neural rendering resolution 64 and 128 (volume
 render + super-resolution), density at 1M random points, and mesh extraction (grid density, marching cubes,
 largest component, vertex colours) at 128^3 and 256^3, on a preset's randomly initialised network.
-`bench_photos`: decoding and face detection for each image of a folder. Each stage is timed after a warm-up
-run; memory is the peak above the stage's starting point (`PeakMemory`: CUDA allocator peak; CPU resident set
-size, sampled).
+`bench_photos`: decoding and face detection for each image of a folder (and which search found the face).
+Each stage is timed after a warm-up run; memory is the peak above the stage's starting point (`PeakMemory`:
+CUDA allocator peak; CPU resident set size, sampled).
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ def bench_photos(folder: Path, device: torch.device, quick: bool) -> list[dict[s
                         "decoded": list(photo.pixels.shape[1::-1]), "faces": len(faces),
                         "rotation_deg": faces[0].rotation_deg if faces else None,
                         "upscaled": faces[0].upscaled if faces else None,
+                        "cnn": faces[0].cnn if faces else None,
                         "decode": measure(lambda: load_photo(path), device, 1 if quick else 3),
                         "detect": measure(lambda: detect_faces(photo.pixels), device, 1 if quick else 3)})
     return results
