@@ -85,6 +85,8 @@ def status_text() -> str:
     client = engine_if_running()
     if client is None:
         return "Engine stopped (starts on the first request)"
+    if client.starting:
+        return "Engine starting (importing torch, loading the model)…"
     info = client.info
     device = info.get("gpu") or info.get("device", "?")
     if info.get("gpu_free_mb") is not None:
