@@ -57,16 +57,18 @@ def flatness(memory: list[float | None], processes: list[int | None]) -> dict | 
 def run(out: Path, items: int, extra: list[str], recycle: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     started = time.monotonic()
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "batch_dataset.py"), "--out", str(out), "--samples",
-                    str(items), "--steps", "preview", "--size", "256", "--views", "8", "--render-samples", "16",
-                    "--texture-size", "1024", "--recycle-every", str(recycle), "--progress", "none", *extra],
-                   check=True)
+    completed = subprocess.run([sys.executable, str(ROOT / "scripts" / "batch_dataset.py"), "--out", str(out),
+                                "--samples", str(items), "--steps", "preview", "--size", "256", "--views", "8",
+                                "--render-samples", "16", "--texture-size", "1024", "--recycle-every", str(recycle),
+                                "--progress", "none", *extra])
+    if completed.returncode not in (0, 3):   # 3: the run ended with items that failed for themselves (no face)
+        raise SystemExit(f"the batch failed (exit code {completed.returncode}); see its output above")
     wall = time.monotonic() - started
     report = json.loads((out / "shards" / "0-of-1" / "report.json").read_text())
     lines = [json.loads(line) for line in (out / "shards" / "0-of-1" / "progress.jsonl").read_text().splitlines()]
     done = [r for r in lines if r["event"] == "done"]
-    return {"items": items, "done": report["done"], "failed": report["failed"], "wall_s": round(wall, 1),
-            "items_per_min": round(60 * report["done"] / wall, 2),
+    return {"items": items, "done": report["done"], "failed": report["failed"], "failures": report["failures"],
+            "wall_s": round(wall, 1), "items_per_min": round(60 * report["done"] / wall, 2),
             "seconds_per_item_median": report["seconds_per_item_median"], "memory_mb": report["memory"],
             "flatness": {kind: flatness([r.get(mb) for r in done], [r.get(pid) for r in done])
                          for kind, (mb, pid) in KINDS.items()},
