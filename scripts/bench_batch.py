@@ -32,8 +32,9 @@ KINDS = {"worker": ("rss_mb", "pid"), "engine": ("engine_rss_mb", "engine_pid")}
 
 def flatness(memory: list[float | None], processes: list[int | None]) -> dict | None:
     """Whether one kind of process grows over the items (in the order they ended): the medians of the first
-    and the last quarter, and the slope of memory against item number fitted within each process (each its
-    own intercept), pooled over the processes."""
+    and the last quarter of the run, and the slope of memory against item number fitted within each process
+    (each its own intercept, pooled over the processes), over its whole life and over its second half (after
+    its allocator's warm-up, a rise over the first few items that then levels off)."""
     points = [(index, mb, pid) for index, (mb, pid) in enumerate(zip(memory, processes)) if mb is not None]
     if len(points) < 2:
         return None
@@ -43,15 +44,24 @@ def flatness(memory: list[float | None], processes: list[int | None]) -> dict | 
     by_process: dict[int | None, list[tuple[int, float]]] = {}
     for index, mb, pid in points:
         by_process.setdefault(pid, []).append((index, mb))
+    return {"first_quarter_median_mb": round(first, 1), "last_quarter_median_mb": round(last, 1),
+            "growth_mb": round(last - first, 1), "processes": len(by_process),
+            "process_peak_mb": round(max(mb for _, mb, _ in points), 1),
+            "slope_mb_per_100_items": _pooled_slope(by_process.values()),
+            "slope_after_warmup_mb_per_100_items": _pooled_slope(run[len(run) // 2:] for run in by_process.values())}
+
+
+def _pooled_slope(runs) -> float | None:
+    """Least-squares slope (MB per 100 items) of several runs of (item number, MB), each with its own intercept."""
     sxx = sxy = 0.0
-    for run in by_process.values():
+    for run in runs:
+        if len(run) < 2:
+            continue
         mean_x = statistics.fmean(x for x, _ in run)
         mean_y = statistics.fmean(y for _, y in run)
         sxx += sum((x - mean_x) ** 2 for x, _ in run)
         sxy += sum((x - mean_x) * (y - mean_y) for x, y in run)
-    return {"first_quarter_median_mb": round(first, 1), "last_quarter_median_mb": round(last, 1),
-            "growth_mb": round(last - first, 1), "processes": len(by_process),
-            "slope_mb_per_100_items": round(100 * sxy / sxx, 2) if sxx > 0 else None}
+    return round(100 * sxy / sxx, 2) if sxx > 0 else None
 
 
 def run(out: Path, items: int, extra: list[str], recycle: int) -> dict:
@@ -84,11 +94,12 @@ def summary(name: str, result: dict) -> str:
         if figures is None:
             lines.append(f"  {kind}: too few memory readings")
             continue
-        slope = figures["slope_mb_per_100_items"]
+        slope, settled = figures["slope_mb_per_100_items"], figures["slope_after_warmup_mb_per_100_items"]
         lines.append(f"  {kind} RSS: median {figures['first_quarter_median_mb']} MB over the first quarter "
-                     f"of the items, {figures['last_quarter_median_mb']} MB over the last; slope "
-                     f"{'n/a' if slope is None else f'{slope:+.2f}'} MB per 100 items within a process "
-                     f"({figures['processes']} processes)")
+                     f"of the items, {figures['last_quarter_median_mb']} MB over the last, peak "
+                     f"{figures['process_peak_mb']} MB; slope within a process "
+                     f"{'n/a' if slope is None else f'{slope:+.2f}'} MB per 100 items, after its warm-up "
+                     f"{'n/a' if settled is None else f'{settled:+.2f}'} ({figures['processes']} processes)")
     return "\n".join(lines)
 
 
