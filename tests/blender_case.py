@@ -112,7 +112,7 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def case_import(photo: str, workdir: str) -> dict:
+def case_import(workdir: str, photo: str) -> dict:
     facts: dict = {"torch_loaded_before": "torch" in sys.modules}
     facts["first"] = import_photo(photo)
     facts["after_first"] = scene_counts()
@@ -517,29 +517,18 @@ def case_progressive(workdir: str, photo: str, other: str) -> dict:
     return facts
 
 
-def main() -> int:
+CASES = {"import": case_import, "texture": case_texture, "asset": case_asset, "setup_engine": case_setup_engine,
+         "faults": case_faults, "corpus": case_corpus, "learned_sliders": case_learned_sliders,
+         "one_person": case_one_person, "progressive": case_progressive}
+
+
+def main(cases: dict = CASES) -> int:
+    """`CASE ZIP WORKDIR [ARGS...]`: install the extension, run `cases[CASE](WORKDIR, *ARGS)`, print its facts."""
     case, zip_path, workdir, *rest = sys.argv[1:]
-    install(zip_path)
-    if case == "import":
-        facts = case_import(rest[0], workdir)
-    elif case == "texture":
-        facts = case_texture(workdir, *rest)
-    elif case == "asset":
-        facts = case_asset(workdir, *rest)
-    elif case == "setup_engine":
-        facts = case_setup_engine(workdir, *rest)
-    elif case == "faults":
-        facts = case_faults(workdir, *rest)
-    elif case == "corpus":
-        facts = case_corpus(workdir, *rest)
-    elif case == "learned_sliders":
-        facts = case_learned_sliders(workdir, *rest)
-    elif case == "one_person":
-        facts = case_one_person(workdir, *rest)
-    elif case == "progressive":
-        facts = case_progressive(workdir, *rest)
-    else:
+    if case not in cases:
         raise SystemExit(f"unknown case {case}")
+    install(zip_path)
+    facts = cases[case](workdir, *rest)
     print("FACTS " + json.dumps(facts), flush=True)
     return 0
 

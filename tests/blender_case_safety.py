@@ -10,7 +10,6 @@ disk, so that "returns before the engine answers" is a fact of the run and not o
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -182,16 +181,5 @@ def case_work(workdir: str, phone: str, camera: str, archive: str) -> dict:
     return facts
 
 
-def main() -> int:
-    case, zip_path, workdir, *rest = sys.argv[1:]
-    base.install(zip_path)
-    if case == "work":
-        facts = case_work(workdir, *rest)
-    else:
-        raise SystemExit(f"unknown case {case}")
-    print("FACTS " + json.dumps(facts), flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(base.main({"work": case_work}))
