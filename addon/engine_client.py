@@ -1,7 +1,7 @@
 """The add-on's side of the engine process: start it, send requests, collect events, detect faults, stop it.
 
 No bpy here (operators and timers poll `Job`s), and no torch ever: the engine is another process, running
-`python -m inference.server` in the engine's own Python environment. Its stderr goes to a log file whose
+`python -m inference.engine.server` in the engine's own Python environment. Its stderr goes to a log file whose
 last lines are quoted whenever it fails.
 
 Nothing here waits on the engine unless asked to (`wait`, `start`): a request sent to an engine that is still
@@ -145,7 +145,7 @@ class EngineClient:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ENGINE_SOURCE), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONHOME", None)   # Blender's own Python home must not leak into another interpreter
-        command = [self.python, "-m", "inference.server", "--model", self.model, "--device", self.device]
+        command = [self.python, "-m", "inference.engine.server", "--model", self.model, "--device", self.device]
         try:
             popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, StringProperty
 
-# What the engine builds (the request's "topology" and "texture_size", see inference/wire.py).
+# What the engine builds (the request's "topology" and "texture_size", see inference/ground/wire.py).
 TOPOLOGIES = (
     ("TEMPLATE", "Template", ("The ICT FaceKit head fitted to the face: clean quads, one UV tile, a baked "
                               "texture and ARKit-named shape keys")),

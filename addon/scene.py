@@ -199,7 +199,7 @@ def _texture(job_dir: Path, manifest: dict, name: str) -> bpy.types.Image | None
 
 
 def _photo(manifest: dict, name: str) -> bpy.types.Image:
-    """The photo exactly as the engine fitted it (upright, same pixels; see `pipeline.camera_photo`)."""
+    """The photo exactly as the engine fitted it (upright, same pixels; see the engine's `asset.result.camera_photo`)."""
     shown = manifest.get("photo_image") or {"file": manifest["photo"]}
     return _packed_image(Path(shown["file"]), name)
 

@@ -11,11 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import EG3D_PLANE_AXES, GeneratorConfig, RenderingConfig
-from .errors import CheckpointFormatError, TriFaceError
-from .model_io import check_state_dict, save_model
-from .networks.triplane import TriPlaneGenerator
-from .safe_pickle import EG3DSnapshot, load_eg3d_snapshot
+from .core.config import EG3D_PLANE_AXES, GeneratorConfig, RenderingConfig
+from .ground.errors import CheckpointFormatError, TriFaceError
+from .core.model_io import check_state_dict, save_model
+from .core.networks.triplane import TriPlaneGenerator
+from .core.safe_pickle import EG3DSnapshot, load_eg3d_snapshot
 
 # EG3D's superresolution class names -> ours.
 _SUPERRESOLUTION = {

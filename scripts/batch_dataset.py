@@ -10,9 +10,9 @@ from --images (a person who withdraws consent) leaves the dataset at the next ru
 
 Every photo is imported through the TriFace extension in real Blender, exactly as the UI's import does, then
 rendered from several cameras (EG3D's pose distribution) with depth, normals and masks; see
-inference/dataset/manifest.py for the output layout and scripts/batch_worker.py for one item. Rerunning the
+inference/batch/manifest.py for the output layout and scripts/batch_worker.py for one item. Rerunning the
 same command finishes what a killed run left. Settings come from the defaults, then the --config TOML file
-(keys as in inference/dataset/runner.py's BatchConfig, e.g. `[views] count = 8`), then the options given.
+(keys as in inference/batch/runner.py's BatchConfig, e.g. `[views] count = 8`), then the options given.
 
 Scale-out: --workers N (local Blender workers), --ray [ADDRESS] (Ray tasks on a cluster; "local" starts a
 private one), or array jobs: --shard-index/--num-shards, defaulting from SLURM_ARRAY_TASK_ID/_COUNT or
@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inference.dataset import runner  # noqa: E402
-from inference.dataset.runner import BatchConfig, config_from_dict, merge, run  # noqa: E402
+from inference.batch import runner  # noqa: E402
+from inference.batch.runner import BatchConfig, config_from_dict, merge, run  # noqa: E402
 
 
 def parse_edits(values: list[str]) -> dict[str, list[float]]:

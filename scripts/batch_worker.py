@@ -32,9 +32,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 import numpy as np  # noqa: E402
 
 from inference import __version__  # noqa: E402   (numpy-only modules of the engine: no torch here)
-from inference.cameras import cam2world_to_blender  # noqa: E402
-from inference.dataset import manifest as manifests  # noqa: E402
-from inference.dataset import views  # noqa: E402
+from inference.ground.cameras import cam2world_to_blender  # noqa: E402
+from inference.batch import manifest as manifests  # noqa: E402
+from inference.batch import views  # noqa: E402
 
 EVENT_PREFIX = "@triface-batch "
 PERMANENT = {"PhotoError", "NoFaceError", "FaceIndexError"}   # the input itself is at fault: retrying won't help

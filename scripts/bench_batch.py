@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inference.fileio import atomic_write_text  # noqa: E402
+from inference.ground.fileio import atomic_write_text  # noqa: E402
 
 KINDS = {"worker": ("rss_mb", "pid"), "engine": ("engine_rss_mb", "engine_pid")}   # memory, process id
 

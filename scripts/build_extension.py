@@ -1,6 +1,6 @@
 """Build the installable Blender extension: `python scripts/build_extension.py` -> dist/triface-VERSION.zip.
 
-The zip holds the add-on (addon/*.py at its root, with blender_manifest.toml) and, under engine/, a copy of
+The zip holds the add-on (addon/ at its root, with blender_manifest.toml) and, under engine/, a copy of
 the engine's source (inference/ with the bundled default model, pyproject.toml, licences). The add-on loads
 only the engine's wire module from there; 'Set up Engine' pip-installs engine/ into the engine's own Python,
 and the engine process runs from it, so add-on and engine always speak the same protocol version.

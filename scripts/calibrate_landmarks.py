@@ -1,10 +1,10 @@
-"""Calibrate where dlib's 68 landmarks lie on ICT heads (inference/synthetic/dlib_landmarks.json).
+"""Calibrate where dlib's 68 landmarks lie on ICT heads (inference/core/synthetic/dlib_landmarks.json).
 
     python scripts/calibrate_landmarks.py [--heads 400] [--held-out 80]
 
 Random heads from the training prior, each at a random pose in the range the evaluation uses, are rasterised
 as the evaluation's synthetic photos are; dlib finds the 68 points; each point is lifted onto the rendered
-surface and averaged, per yaw bin, over heads on the shared topology (see inference/synthetic/dlib_landmarks.py).
+surface and averaged, per yaw bin, over heads on the shared topology (see inference/core/synthetic/dlib_landmarks.py).
 A head counts toward the bins whose centres lie within one bin spacing of its yaw. Heads
 drawn from a second seed measure the gap between dlib's points and the projected definition, before (ICT's
 named vertices) and after. After it, regenerate what depends on the definition:
@@ -24,16 +24,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.cameras import project_points  # noqa: E402
-from inference.evaluate import (  # noqa: E402
-    SYNTHETIC_PHOTO_SIZE, SYNTHETIC_PITCH_RANGE, SYNTHETIC_YAW_RANGE, inter_ocular, to_uint8)
+from inference.ground.cameras import project_points  # noqa: E402
+from inference.evaluation.held_out import SYNTHETIC_PHOTO_SIZE, SYNTHETIC_PITCH_RANGE, SYNTHETIC_YAW_RANGE
+from inference.preprocess.identity import inter_ocular
+from inference.evaluation.metrics import to_uint8
 from inference.preprocess.detect import detect_faces  # noqa: E402
-from inference.synthetic.dlib_landmarks import (  # noqa: E402
+from inference.core.synthetic.dlib_landmarks import (  # noqa: E402
     DEFINITION_PATH, LandmarkDefinition, average_landmarks, definition_from_bins, lift_to_surface, save_definition)
-from inference.synthetic.groundtruth import build_heads, orbit_cameras, render_heads  # noqa: E402
-from inference.synthetic.heads import sample_params  # noqa: E402
-from inference.synthetic.ict import load_ict_model  # noqa: E402
-from inference.synthetic.raster import rasterize  # noqa: E402
+from inference.core.synthetic.groundtruth import build_heads, orbit_cameras, render_heads  # noqa: E402
+from inference.core.synthetic.heads import sample_params  # noqa: E402
+from inference.core.synthetic.ict import load_ict_model  # noqa: E402
+from inference.core.synthetic.raster import rasterize  # noqa: E402
 
 LIFT_FACTOR = 4   # the surface is read from a raster this many times finer than the photo
 YAW_BINS = 5      # bin centres spread evenly over the evaluation's yaw range, ends included

@@ -2,7 +2,7 @@
 
     python scripts/fit_landmark_regressor.py [--model inference/default_model]
 
-The landmarks are where dlib places them on ICT heads (inference/synthetic/dlib_landmarks.json, calibrated by
+The landmarks are where dlib places them on ICT heads (inference/core/synthetic/dlib_landmarks.json, calibrated by
 scripts/calibrate_landmarks.py), so that fits to photos' dlib landmarks compare like with like. The model's z
 is the synthetic head's parameter vector, so each sample's true landmarks are exact: draw heads
 from the training prior, map them to w, and solve for the linear map; 1/8 of the heads are held out to measure
@@ -19,12 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.model_io import DEFAULT_MODEL_DIR, load_model  # noqa: E402
-from inference.model_landmarks import LandmarkRegressor, save_landmark_regressor  # noqa: E402
-from inference.synthetic.dlib_landmarks import load_definition  # noqa: E402
-from inference.synthetic.groundtruth import MM  # noqa: E402
-from inference.synthetic.heads import sample_params  # noqa: E402
-from inference.synthetic.ict import load_ict_model  # noqa: E402
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_model  # noqa: E402
+from inference.fitting.landmarks import LandmarkRegressor, save_landmark_regressor  # noqa: E402
+from inference.core.synthetic.dlib_landmarks import load_definition  # noqa: E402
+from inference.core.synthetic.groundtruth import MM  # noqa: E402
+from inference.core.synthetic.heads import sample_params  # noqa: E402
+from inference.core.synthetic.ict import load_ict_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,10 +29,10 @@ from scipy.sparse.csgraph import connected_components
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.fileio import atomic_write  # noqa: E402
+from inference.ground.fileio import atomic_write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-# Read with numpy, not inference.synthetic.ict: the layout needs no torch, so its test stays quick.
+# Read with numpy, not inference.core.synthetic.ict: the layout needs no torch, so its test stays quick.
 ICT_PATH = ROOT / "inference" / "asset" / "ict_facekit" / "ict_face_model.npz"
 LAYOUT_PATH = ROOT / "inference" / "asset" / "uv_layout.npz"
 

@@ -31,18 +31,18 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.cameras import camera_label, intrinsics_matrix, orbit_cam2world  # noqa: E402
-from inference.fileio import atomic_write  # noqa: E402
-from inference.invert import w_spread  # noqa: E402
-from inference.latent import sample_z  # noqa: E402
-from inference.model_io import DEFAULT_MODEL_DIR, load_model, save_encoder  # noqa: E402
-from inference.networks.encoder import EncoderConfig, LatentEncoder  # noqa: E402
-from inference.networks.triplane import TriPlaneGenerator  # noqa: E402
-from inference.render.rays import pixel_rays  # noqa: E402
-from inference.render.volume import render_rays  # noqa: E402
-from inference.synthetic.augment import augment  # noqa: E402
-from inference.synthetic.groundtruth import MM  # noqa: E402
-from inference.training import TrainingRun, cosine_lr  # noqa: E402
+from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world  # noqa: E402
+from inference.ground.fileio import atomic_write  # noqa: E402
+from inference.fitting.invert import w_spread  # noqa: E402
+from inference.core.latent import sample_z  # noqa: E402
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_model, save_encoder  # noqa: E402
+from inference.core.networks.encoder import EncoderConfig, LatentEncoder  # noqa: E402
+from inference.core.networks.triplane import TriPlaneGenerator  # noqa: E402
+from inference.core.render.rays import pixel_rays  # noqa: E402
+from inference.core.render.volume import render_rays  # noqa: E402
+from inference.core.synthetic.augment import augment  # noqa: E402
+from inference.core.synthetic.groundtruth import MM  # noqa: E402
+from inference.core.training import TrainingRun, cosine_lr  # noqa: E402
 
 YAW_RANGE, PITCH_RANGE = 0.7, 0.3   # radians, about EG3D's FFHQ pose spread
 
@@ -155,7 +155,7 @@ def validate(generator: TriPlaneGenerator, encoder: LatentEncoder, count: int = 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.validate_only:
-        from inference.model_io import load_encoder
+        from inference.core.model_io import load_encoder
         generator = load_model(args.model, "cpu")
         encoder = load_encoder(args.model, generator)
         if encoder is None:

@@ -25,15 +25,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.config import GeneratorConfig, default_small_config  # noqa: E402
-from inference.model_io import DEFAULT_MODEL_DIR, read_weights, save_model  # noqa: E402
-from inference.networks.triplane import TriPlaneGenerator  # noqa: E402
-from inference.render.rays import pixel_rays  # noqa: E402
-from inference.render.volume import render_rays  # noqa: E402
-from inference.synthetic.groundtruth import (MM, build_heads, camera_labels, render_heads, sample_cameras,  # noqa: E402
+from inference.core.config import GeneratorConfig, default_small_config  # noqa: E402
+from inference.core.model_io import DEFAULT_MODEL_DIR, read_weights, save_model  # noqa: E402
+from inference.core.networks.triplane import TriPlaneGenerator  # noqa: E402
+from inference.core.render.rays import pixel_rays  # noqa: E402
+from inference.core.render.volume import render_rays  # noqa: E402
+from inference.core.synthetic.groundtruth import (MM, build_heads, camera_labels, render_heads, sample_cameras,  # noqa: E402
                                              sigma_target, surface_samples)
-from inference.synthetic.heads import sample_params, z_layout  # noqa: E402
-from inference.training import TrainingRun, cosine_lr  # noqa: E402
+from inference.core.synthetic.heads import sample_params, z_layout  # noqa: E402
+from inference.core.training import TrainingRun, cosine_lr  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -5,7 +5,7 @@
 
 1. Examples (made once, cached in the run folder): a synthetic ICT FaceKit head from a random camera over
    EG3D's pose range is rasterised at the crop size (its true, sharp colour), augmented to look like an
-   aligned photo (`inference.synthetic.augment`), encoded by the model's encoder, and its reconstruction is
+   aligned photo (`inference.core.synthetic.augment`), encoded by the model's encoder, and its reconstruction is
    rendered in that camera (colour, depth, opacity): exactly what `invert_photo` has at hand before detail.
    The example keeps the clean rasterised image and points on the true surface with their colour.
 2. Training, per step, for a batch of examples:
@@ -33,15 +33,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.fileio import atomic_write  # noqa: E402
-from inference.model_io import DEFAULT_MODEL_DIR, load_encoder, load_model, save_local_detail  # noqa: E402
-from inference.networks.local_detail import LocalDetail, LocalDetailConfig, LocalDetailNet  # noqa: E402
-from inference.networks.triplane import TriPlaneGenerator  # noqa: E402
-from inference.synthetic.augment import augment  # noqa: E402
-from inference.synthetic.groundtruth import (build_heads, camera_labels, orbit_cameras, render_heads,  # noqa: E402
+from inference.ground.fileio import atomic_write  # noqa: E402
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_model, save_local_detail  # noqa: E402
+from inference.core.networks.local_detail import LocalDetail, LocalDetailConfig, LocalDetailNet  # noqa: E402
+from inference.core.networks.triplane import TriPlaneGenerator  # noqa: E402
+from inference.core.synthetic.augment import augment  # noqa: E402
+from inference.core.synthetic.groundtruth import (build_heads, camera_labels, orbit_cameras, render_heads,  # noqa: E402
                                              surface_samples)
-from inference.synthetic.heads import sample_params  # noqa: E402
-from inference.training import TrainingRun, cosine_lr  # noqa: E402
+from inference.core.synthetic.heads import sample_params  # noqa: E402
+from inference.core.training import TrainingRun, cosine_lr  # noqa: E402
 
 YAW_RANGE, PITCH_RANGE = 0.7, 0.3   # radians, about EG3D's FFHQ pose spread (as the encoder's training)
 SURFACE_POINTS = 4096
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if encoder is None:
         raise SystemExit(f"{args.model} has no encoder: train it first (scripts/train_encoder.py)")
     if args.validate_only:
-        from inference.model_io import load_local_detail
+        from inference.core.model_io import load_local_detail
         net = load_local_detail(args.model, generator)
         if net is None:
             raise SystemExit(f"{args.model} has no local-detail branch")

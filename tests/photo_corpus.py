@@ -5,7 +5,7 @@ Each corpus entry is a file plus what is known about it without running the engi
 shows (`upright`, before any reduction) and the affine map `upright_from_source` (3, 3) taking pixel positions
 of the source photo onto it, so the source's landmarks say where the face must be found.
 
-    python tests/photo_corpus.py SOURCE_PHOTO OUT_DIR      writes the corpus (e.g. for `python -m inference.bench --photos`)
+    python tests/photo_corpus.py SOURCE_PHOTO OUT_DIR      writes the corpus (e.g. for `python -m inference.evaluation.bench --photos`)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The engine's malloc settings (inference.allocator): freed arrays' pages are reused, not faulted in again."""
+"""The engine's malloc settings (inference.ground.allocator): freed arrays' pages are reused, not faulted in again."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = """
 import json, resource, sys
 import numpy as np
-from inference.allocator import configure_allocator
+from inference.ground.allocator import configure_allocator
 report = configure_allocator() if sys.argv[1] == "engine" else {}
 def faults_of_a_stage():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -55,7 +55,7 @@ def test_the_engine_reuses_the_pages_of_freed_arrays():
 HELPERS_SCRIPT = """
 import json, sys, threading
 import numpy as np
-from inference.allocator import configure_allocator
+from inference.ground.allocator import configure_allocator
 report = configure_allocator()
 def rss_mib():
     with open("/proc/self/status") as status:

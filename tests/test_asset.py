@@ -26,7 +26,7 @@ from inference.asset.bake import (
     texel_map,
 )
 from inference.asset.build import raw_asset
-from inference.asset.evaluate import (
+from inference.evaluation.asset import (
     bake_template,
     known_texture_photo,
     psnr,
@@ -44,9 +44,9 @@ from inference.asset.template import (
     load_template,
     split_polygons,
 )
-from inference.cameras import orbit_cam2world
-from inference.synthetic.groundtruth import build_heads
-from inference.synthetic.heads import sample_params
+from inference.ground.cameras import orbit_cam2world
+from inference.core.synthetic.groundtruth import build_heads
+from inference.core.synthetic.heads import sample_params
 
 MM = 427.0      # millimetres per world unit of the ICT heads and the default model
 PIVOT = np.array([0.0, 0.0, 0.2])
@@ -107,9 +107,9 @@ def test_registration_onto_a_true_head_lands_within_a_millimetre_per_vertex(temp
 def model_head():
     """The bundled model's own head at the mean latent: its marching-cubes surface and the landmarks its
     landmark regressor puts on it (where dlib finds them on a frontal photo)."""
-    from inference.model_io import DEFAULT_MODEL_DIR, load_model
-    from inference.model_landmarks import load_landmark_regressor
-    from inference.pipeline import face_mesh
+    from inference.core.model_io import DEFAULT_MODEL_DIR, load_model
+    from inference.fitting.landmarks import load_landmark_regressor
+    from inference.fitting.pipeline import face_mesh
 
     generator = load_model(DEFAULT_MODEL_DIR, "cpu").requires_grad_(False)
     w_plus = generator.w_avg[None, None].expand(1, generator.num_ws, -1)
@@ -199,7 +199,7 @@ def test_inside_the_mouth_unseen_pieces_get_their_own_colour_not_the_fields(temp
     """The model never renders the teeth or gums: where the photo does not show them they are ivory and pink
     (in the photo's white balance: here the field matches the photo, so the colours come through as they are)."""
     from inference.asset.bake import bake_texture
-    from inference.asset.evaluate import surface_pattern
+    from inference.evaluation.asset import surface_pattern
     from inference.asset.register import vertex_normals
     from inference.asset.template import INTERIOR_COLOURS
 

@@ -1,6 +1,6 @@
 """The production head (the ICT FaceKit template with UVs, a baked texture and ARKit shape keys) in real Blender.
 
-No engine runs: the result is written here, exactly in the wire format (inference/wire.py), from the ICT arrays,
+No engine runs: the result is written here, exactly in the wire format (inference/ground/wire.py), from the ICT arrays,
 and tests/blender_case.py builds it with the add-on's scene builder, moves its sliders, re-synthesises it from a
 second result, exports it with scripts/import_photo.py's writers and reads the files back.
 """
@@ -17,7 +17,7 @@ import pytest
 from blender_runner import BLENDERS, ROOT, run_case
 from PIL import Image
 
-from inference.wire import save_arrays
+from inference.ground.wire import save_arrays
 
 pytest.importorskip("bpy", reason="the add-on tests need Blender's `bpy` module (pip install bpy==5.0.1)")
 

@@ -34,13 +34,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import import_photo  # noqa: E402
 from batch_dataset import build_parser, parse_edits, settings, shard_from_environment  # noqa: E402
 from blender_runner import BLENDERS  # noqa: E402
-from inference.cameras import blender_to_cam2world, BlenderCamera, project_points, split_camera_label  # noqa: E402
-from inference.dataset import labels as dataset_labels  # noqa: E402
-from inference.dataset import manifest as manifests  # noqa: E402
-from inference.dataset.progress import duration_text  # noqa: E402
-from inference.dataset.runner import config_from_dict, plan  # noqa: E402
-from inference.dataset.views import ViewSpec, mirrored_cam2world, sample_poses, view_cameras  # noqa: E402
-from inference.invert import STEP_BUDGETS, parse_budget  # noqa: E402
+from inference.ground.cameras import blender_to_cam2world, BlenderCamera, project_points, split_camera_label  # noqa: E402
+from inference.batch import labels as dataset_labels  # noqa: E402
+from inference.batch import manifest as manifests  # noqa: E402
+from inference.batch.progress import duration_text  # noqa: E402
+from inference.batch.runner import config_from_dict, plan  # noqa: E402
+from inference.batch.views import ViewSpec, mirrored_cam2world, sample_poses, view_cameras  # noqa: E402
+from inference.fitting.invert import STEP_BUDGETS, parse_budget  # noqa: E402
 
 PHOTOS = ROOT / "tests" / "data" / "photos"
 SMALL = ["--steps", "preview", "--views", "3", "--size", "64", "--render-samples", "4", "--texture-size", "1024",
@@ -136,7 +136,7 @@ def wait_for_engine(process: subprocess.Popen) -> dict[int, str]:
         below = descendants(process.pid)
         for pid in below:
             try:
-                if b"inference.server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if b"inference.engine.server" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     return below
             except OSError:
                 continue

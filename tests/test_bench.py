@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from inference.bench.pipeline import STAGES, bench_pipeline, pipeline_table
+from inference.evaluation.bench.pipeline import STAGES, bench_pipeline, pipeline_table
 
 PHOTO = Path(__file__).parent / "data" / "photos" / "congress_C000537.jpg"
 # The engine's request made small (a 96^3 mesh, a 1024 px texture) and no warm-up request, so the test stays

@@ -1,11 +1,11 @@
-"""Analytic tests for inference.cameras: one behaviour each."""
+"""Analytic tests for inference.ground.cameras: one behaviour each."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from inference import cameras as C
+from inference.ground import cameras as C
 
 FRONTAL_LABEL = [1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1,
                  4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1]

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from inference.config import GeneratorConfig, RenderingConfig
+from inference.core.config import GeneratorConfig, RenderingConfig
 from inference.convert import convert
-from inference.errors import CheckpointFormatError, ModelConfigError, ModelLoadError
-from inference.model_io import CONFIG_NAME, WEIGHTS_NAME, load_model, save_model
-from inference.networks.triplane import TriPlaneGenerator
+from inference.ground.errors import CheckpointFormatError, ModelConfigError, ModelLoadError
+from inference.core.model_io import CONFIG_NAME, WEIGHTS_NAME, load_model, save_model
+from inference.core.networks.triplane import TriPlaneGenerator
 
 FRONTAL = torch.tensor([[1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]])
 

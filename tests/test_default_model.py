@@ -7,11 +7,11 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from inference.mesh import extract_mesh
-from inference.model_io import DEFAULT_MODEL_DIR, load_model
-from inference.synthetic.groundtruth import MM, build_heads
-from inference.synthetic.heads import sample_params
-from inference.synthetic.ict import CM_PER_UNIT, load_ict_model
+from inference.core.mesh import extract_mesh
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_model
+from inference.core.synthetic.groundtruth import MM, build_heads
+from inference.core.synthetic.heads import sample_params
+from inference.core.synthetic.ict import CM_PER_UNIT, load_ict_model
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.safetensors").is_file(),
                                 reason="the bundled default model is not in this checkout")
@@ -65,7 +65,7 @@ def test_sample_mesh_has_the_landmarks_where_the_synthetic_head_has_them(sample)
 
 
 def test_evaluation_command_reports_every_figure_on_a_held_out_head(tmp_path):
-    from inference.evaluate_generator import main
+    from inference.evaluation.generator import main
 
     out = tmp_path / "eval.json"
     assert main(["--count", "1", "--grid", "64", "--direct-count", "1", "--out", str(out)]) == 0

@@ -20,11 +20,11 @@ from inference.editing.directions import (DIRECTIONS_JSON, DIRECTIONS_TENSORS, D
                                           EditDirections, edit_directions, load_directions, save_directions,
                                           w_plus_offset)
 from inference.editing.learn import fit_boundary, layer_mean, orthogonalised, parse_layers
-from inference.errors import TriFaceError
-from inference.evaluate import write_synthetic_photo
-from inference.model_io import DEFAULT_MODEL_DIR, load_model
-from inference.session import Session
-from inference.synthetic.heads import sample_params
+from inference.ground.errors import TriFaceError
+from inference.evaluation.held_out import write_synthetic_photo
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_model
+from inference.engine.session import Session
+from inference.core.synthetic.heads import sample_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_the_bundled_model_offers_exact_expression_appearance_and_shape_sliders(
 
 def test_skin_tone_darkens_the_face_and_face_width_widens_the_head(generator):
     """The exact sliders do what they say on the model's own output (its 3D-branch image and its geometry)."""
-    from inference.editing.evaluate import frontal_image
+    from inference.evaluation.editing import frontal_image
 
     directions = edit_directions(generator, DEFAULT_MODEL_DIR)
     c = torch.zeros(4, generator.config.c_dim)
@@ -77,7 +77,7 @@ def test_skin_tone_darkens_the_face_and_face_width_widens_the_head(generator):
 
     def silhouette_width(w_plus):   # the head's width in the frontal view at eye height, in pixels of 64
         rendering = generator.config.rendering
-        from inference.cameras import camera_label, intrinsics_matrix, orbit_cam2world
+        from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world
         label = torch.from_numpy(camera_label(orbit_cam2world(0, 0, radius=rendering.avg_camera_radius,
                                                               pivot=rendering.avg_camera_pivot), intrinsics_matrix()))
         mask = generator.render(generator.synthesize_planes(w_plus), w_plus, label[None].float(),
@@ -200,7 +200,7 @@ def test_a_boundary_between_smiling_and_neutral_latents_finds_the_smile(generato
 def _photo_folders(root: Path, count: int) -> tuple[Path, Path]:
     """Synthetic photos of different heads: `count` with dark skin, `count` with light skin (ICT heads,
     rasterised)."""
-    from inference.synthetic.heads import APPEARANCE_NAMES
+    from inference.core.synthetic.heads import APPEARANCE_NAMES
 
     rng = torch.Generator().manual_seed(77)
     folders = (root / "dark", root / "light")
@@ -255,7 +255,7 @@ def test_a_converted_eg3d_checkpoint_offers_the_sliders_its_folder_declares(tmp_
     from test_convert import eg3d_shaped_config, write_eg3d_snapshot
 
     from inference.convert import convert
-    from inference.networks.triplane import TriPlaneGenerator
+    from inference.core.networks.triplane import TriPlaneGenerator
 
     write_eg3d_snapshot(tmp_path / "snapshot.pkl", TriPlaneGenerator(eg3d_shaped_config()))
     convert(tmp_path / "snapshot.pkl", tmp_path / "model")

@@ -1,4 +1,4 @@
-"""The engine process and its wire format: real `python -m inference.server` on CPU with the bundled model."""
+"""The engine process and its wire format: real `python -m inference.engine.server` on CPU with the bundled model."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from inference import wire
+from inference.ground import wire
 from inference.editing import edit_directions
-from inference.errors import UnknownFaceError
-from inference.model_io import DEFAULT_MODEL_DIR, load_model
+from inference.ground.errors import UnknownFaceError
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_model
 from inference.preprocess.decode import load_photo
-from inference.session import Session
+from inference.engine.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "tests" / "data" / "photos" / "congress_C000537.jpg"
@@ -100,17 +100,17 @@ def test_session_inverts_a_photo_and_resynthesises_it_with_an_edit(tmp_path):
 
 
 def test_a_template_head_is_fitted_onto_a_surface_no_finer_than_it_needs(tmp_path, monkeypatch):
-    import inference.session
-    from inference.pipeline import TEMPLATE_SURFACE_RESOLUTION, AssetRequest
+    import inference.engine.session
+    from inference.asset.result import TEMPLATE_SURFACE_RESOLUTION, AssetRequest
 
     extracted = []
-    face_mesh = inference.session.face_mesh
+    face_mesh = inference.engine.session.face_mesh
 
     def recorded(generator, w_plus, resolution, *args, **kwargs):
         extracted.append(resolution)
         return face_mesh(generator, w_plus, resolution, *args, **kwargs)
 
-    monkeypatch.setattr(inference.session, "face_mesh", recorded)
+    monkeypatch.setattr(inference.engine.session, "face_mesh", recorded)
     session = Session(model="default", device="cpu")
     params = {"image": str(PHOTO), "steps": "preview", "mesh_resolution": 160, "texture_size": None}
     template = session.invert(params | {"job_dir": str(tmp_path / "template")}, lambda f, m: None)
@@ -141,7 +141,7 @@ class EngineProcess:
     """The real engine process, spoken to over its stdin/stdout exactly as the add-on does."""
 
     def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "inference.server", "--device", "cpu"], cwd=ROOT,
+        self.process = subprocess.Popen([sys.executable, "-m", "inference.engine.server", "--device", "cpu"], cwd=ROOT,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True, bufsize=1)
 

@@ -1,4 +1,4 @@
-"""`python -m inference.evaluate`: the inversion evaluation runs end to end and its identity measure is sane."""
+"""`python -m inference.evaluation.inversion`: the inversion evaluation runs end to end and its identity measure is sane."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.errors import NoFaceError
-from inference.evaluate import identity_similarity, main, read_face
-from inference.model_io import DEFAULT_MODEL_DIR
+from inference.ground.errors import NoFaceError
+from inference.preprocess.identity import identity_similarity, read_face
+from inference.evaluation.inversion import main
+from inference.core.model_io import DEFAULT_MODEL_DIR
 from inference.preprocess.decode import load_photo
 
 PHOTOS = Path(__file__).parent / "data" / "photos"

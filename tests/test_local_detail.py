@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from inference.cameras import camera_label, intrinsics_matrix, orbit_cam2world
-from inference.errors import ModelLoadError
-from inference.invert import STEP_BUDGETS, face_mask
-from inference.model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model, save_local_detail
-from inference.networks.local_detail import LocalDetail, LocalDetailConfig, LocalDetailNet
-from inference.pipeline import invert_photo
-from inference.render.rays import pixel_rays, project_pixels
+from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world
+from inference.ground.errors import ModelLoadError
+from inference.fitting.invert import STEP_BUDGETS, face_mask
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model, save_local_detail
+from inference.core.networks.local_detail import LocalDetail, LocalDetailConfig, LocalDetailNet
+from inference.fitting.pipeline import invert_photo
+from inference.core.render.rays import pixel_rays, project_pixels
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_points_the_photo_cannot_see_keep_the_generator_colour():
 
 
 def test_a_feathered_region_softens_only_a_band_around_the_mask_edge():
-    from inference.pipeline import feathered
+    from inference.fitting.pipeline import feathered
     mask = torch.zeros(1, 1, 32, 32)
     mask[..., 8:24, 8:24] = 1
     soft = feathered(mask, 2)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from inference.config import EG3D_PLANE_AXES, ORTHOGONAL_PLANE_AXES, GeneratorConfig, RenderingConfig
-from inference.errors import NoSurfaceError
-from inference.mesh import (density_grid, extract_mesh, grid_coordinates, largest_component, marching_cubes,
+from inference.core.config import EG3D_PLANE_AXES, ORTHOGONAL_PLANE_AXES, GeneratorConfig, RenderingConfig
+from inference.ground.errors import NoSurfaceError
+from inference.core.mesh import (density_grid, extract_mesh, grid_coordinates, largest_component, marching_cubes,
                             signed_volume, surface_density_grid)
-from inference.networks.triplane import TriPlaneGenerator
+from inference.core.networks.triplane import TriPlaneGenerator
 
 RADIUS = 0.3
 
@@ -141,7 +141,7 @@ def test_surface_only_inside_the_cleared_border_is_reported():
 def test_atomic_writes_replace_the_file_whole_with_normal_permissions(tmp_path):
     import os
 
-    from inference.fileio import atomic_write, atomic_write_text
+    from inference.ground.fileio import atomic_write, atomic_write_text
 
     target = tmp_path / "out.txt"
     atomic_write_text(target, "first")

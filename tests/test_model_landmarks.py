@@ -10,15 +10,15 @@ import torch
 from PIL import Image
 from turned_faces import inter_ocular, three_quarter_view
 
-from inference.cameras import camera_label, intrinsics_matrix, orbit_cam2world, project_points
-from inference.invert import STEP_BUDGETS, fit_w_plus, w_spread
-from inference.model_io import DEFAULT_MODEL_DIR, load_encoder, load_model
-from inference.model_landmarks import LandmarkTarget, fit_to_landmarks, load_landmark_regressor, project
-from inference.pipeline import invert_photo
-from inference.synthetic.dlib_landmarks import load_definition
-from inference.synthetic.groundtruth import MM
-from inference.synthetic.heads import sample_params
-from inference.synthetic.ict import load_ict_model
+from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world, project_points
+from inference.fitting.invert import STEP_BUDGETS, fit_w_plus, w_spread
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_model
+from inference.fitting.landmarks import LandmarkTarget, fit_to_landmarks, load_landmark_regressor, project
+from inference.fitting.pipeline import invert_photo
+from inference.core.synthetic.dlib_landmarks import load_definition
+from inference.core.synthetic.groundtruth import MM
+from inference.core.synthetic.heads import sample_params
+from inference.core.synthetic.ict import load_ict_model
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_a_damaged_regressor_file_is_refused_with_a_clear_message(tmp_path):
 
     import safetensors.torch
 
-    from inference.errors import ModelLoadError
+    from inference.ground.errors import ModelLoadError
 
     generator = load_model(DEFAULT_MODEL_DIR)
     shutil.copy(DEFAULT_MODEL_DIR / "landmarks.json", tmp_path / "landmarks.json")

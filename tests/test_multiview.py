@@ -14,19 +14,19 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.asset.evaluate import bake_template, known_texture_photo
+from inference.evaluation.asset import bake_template, known_texture_photo
 from inference.asset.template import load_template
-from inference.errors import NoFaceError, PhotoError
-from inference.evaluate import synthetic_faces, write_synthetic_photo
-from inference.invert import Budget, render_loss, w_spread
-from inference.model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model
-from inference.model_landmarks import load_landmark_regressor
+from inference.ground.errors import NoFaceError, PhotoError
+from inference.evaluation.held_out import synthetic_faces, write_synthetic_photo
+from inference.fitting.invert import Budget, render_loss, w_spread
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model
+from inference.fitting.landmarks import load_landmark_regressor
 from inference.multiview.joint import (expression_basis, fit_shared_w_plus, invert_photos, repose,
                                        starting_latent, view_latents)
-from inference.networks.local_detail import ViewsDetail
-from inference.pipeline import invert_photo, prepare_photo
-from inference.session import Session
-from inference.synthetic.groundtruth import MM
+from inference.core.networks.local_detail import ViewsDetail
+from inference.fitting.pipeline import invert_photo, prepare_photo
+from inference.engine.session import Session
+from inference.core.synthetic.groundtruth import MM
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 SIDE_YAW = math.radians(30)

@@ -9,7 +9,7 @@ import math
 import pytest
 from blender_runner import BLENDERS, run_case
 
-from inference.evaluate import synthetic_faces, write_synthetic_photo
+from inference.evaluation.held_out import synthetic_faces, write_synthetic_photo
 
 pytest.importorskip("bpy", reason="the add-on tests need Blender's `bpy` module (pip install bpy==5.0.1)")
 

@@ -9,16 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inference.config import EG3D_PLANE_AXES, ORTHOGONAL_PLANE_AXES, GeneratorConfig, RenderingConfig, ffhq512_config
-from inference.networks.aware3d import aware3d_context
-from inference.networks.decoder import OSGDecoder
-from inference.networks.stylegan2 import (FullyConnectedLayer, MappingNetwork, SynthesisLayer, ToRGBLayer,
+from inference.core.config import EG3D_PLANE_AXES, ORTHOGONAL_PLANE_AXES, GeneratorConfig, RenderingConfig, ffhq512_config
+from inference.core.networks.aware3d import aware3d_context
+from inference.core.networks.decoder import OSGDecoder
+from inference.core.networks.stylegan2 import (FullyConnectedLayer, MappingNetwork, SynthesisLayer, ToRGBLayer,
                                           make_resample_filter, modulated_conv2d, upsample2d)
-from inference.networks.superresolution import SuperResolution
-from inference.networks.triplane import TriPlaneGenerator
-from inference.render.rays import pixel_rays
-from inference.render.triplane import sample_triplane, sample_triplane_mean
-from inference.render.volume import composite, importance_depths, uniform_depths
+from inference.core.networks.superresolution import SuperResolution
+from inference.core.networks.triplane import TriPlaneGenerator
+from inference.core.render.rays import pixel_rays
+from inference.core.render.triplane import sample_triplane, sample_triplane_mean
+from inference.core.render.volume import composite, importance_depths, uniform_depths
 
 KEYS_TSV = Path(__file__).parent / "data" / "eg3d_ffhq512_G_ema_keys.tsv"
 
@@ -340,7 +340,7 @@ def test_full_generator_is_deterministic_and_shaped():
 
 
 def test_aware3d_conv_equals_a_convolution_of_plane_and_context_away_from_edges():
-    from inference.networks.aware3d import Aware3DConv
+    from inference.core.networks.aware3d import Aware3DConv
     torch.manual_seed(11)
     conv = Aware3DConv(2, 3, ORTHOGONAL_PLANE_AXES)
     conv.bias.data.normal_()

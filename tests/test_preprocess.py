@@ -14,8 +14,8 @@ from photo_corpus import rotated
 from PIL import Image
 from turned_faces import three_quarter_view
 
-from inference.cameras import intrinsics_matrix, orbit_cam2world, project_points
-from inference.errors import FaceIndexError, NoFaceError, PhotoError
+from inference.ground.cameras import intrinsics_matrix, orbit_cam2world, project_points
+from inference.ground.errors import FaceIndexError, NoFaceError, PhotoError
 from inference.preprocess import align as A
 from inference.preprocess.decode import load_photo
 from inference.preprocess.detect import FaceDetection, detect_faces, face_roll_deg, select_face

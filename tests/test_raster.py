@@ -1,4 +1,4 @@
-"""Analytic tests for inference.synthetic.raster: one behaviour each, against geometry computed here."""
+"""Analytic tests for inference.core.synthetic.raster: one behaviour each, against geometry computed here."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from inference import cameras as C
-from inference.render.rays import pixel_rays
-from inference.synthetic import raster as R
+from inference.ground import cameras as C
+from inference.core.render.rays import pixel_rays
+from inference.core.synthetic import raster as R
 
 EDGE_MARGIN = 1e-6  # pixel centres this close (in pixels) to a projected edge may go either way
 

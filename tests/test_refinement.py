@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference.cameras import camera_label, intrinsics_matrix, orbit_cam2world
-from inference.invert import (
+from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world
+from inference.fitting.invert import (
     FULL_SAMPLING,
     STEP_BUDGETS,
     Budget,
@@ -23,8 +23,8 @@ from inference.invert import (
     use_weights,
     w_spread,
 )
-from inference.latent import sample_z
-from inference.model_io import DEFAULT_MODEL_DIR, load_model
+from inference.core.latent import sample_z
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_model
 
 
 @pytest.fixture(scope="module")

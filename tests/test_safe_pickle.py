@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from inference.errors import CheckpointFormatError, UnsafePickleError
-from inference.safe_pickle import EG3DSnapshot, load_eg3d_snapshot
+from inference.ground.errors import CheckpointFormatError, UnsafePickleError
+from inference.core.safe_pickle import EG3DSnapshot, load_eg3d_snapshot
 
 FAKE_MODULES = ("torch_utils", "torch_utils.persistence", "training", "training.triplane",
                 "training.networks_stylegan2", "training.volumetric_rendering",

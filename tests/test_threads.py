@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.threads import THREADS_ENV, available_cores, engine_threads, thread_environment
+from inference.ground.threads import THREADS_ENV, available_cores, engine_threads, thread_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,10 +41,10 @@ def test_a_value_already_in_the_environment_is_kept(monkeypatch):
 
 
 def test_the_engine_process_sizes_its_pools_once_at_start():
-    """What `python -m inference.server` does before torch loads, in a fresh process: torch gets the given share,
+    """What `python -m inference.engine.server` does before torch loads, in a fresh process: torch gets the given share,
     one inter-op thread; the BLAS and OpenCV pools one thread each; idle OpenMP threads sleep."""
     script = ("import json, sys\n"
-              "from inference.threads import configure_threads\n"
+              "from inference.ground.threads import configure_threads\n"
               "assert 'torch' not in sys.modules   # the environment part must come before torch loads\n"
               "report = configure_threads()\n"
               "import torch\n"

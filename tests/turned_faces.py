@@ -8,10 +8,10 @@ import functools
 import numpy as np
 import torch
 
-from inference.cameras import project_points
-from inference.synthetic.dlib_landmarks import load_definition
-from inference.synthetic.groundtruth import build_heads, orbit_cameras, render_heads
-from inference.synthetic.heads import sample_params
+from inference.ground.cameras import project_points
+from inference.core.synthetic.dlib_landmarks import load_definition
+from inference.core.synthetic.groundtruth import build_heads, orbit_cameras, render_heads
+from inference.core.synthetic.heads import sample_params
 
 SIZE = 256
 
@@ -19,7 +19,7 @@ SIZE = 256
 @functools.cache
 def three_quarter_view(degrees: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Head `seed` turned `degrees` to the side (orbit yaw) -> the photo (SIZE, SIZE, 3) uint8 and the true
-    (68, 2) pixel positions of dlib's points: the calibrated definition of `inference.synthetic.dlib_landmarks`
+    (68, 2) pixel positions of dlib's points: the calibrated definition of `inference.core.synthetic.dlib_landmarks`
     at that yaw, projected."""
     yaw = np.radians(degrees)
     cam2world, intrinsics = orbit_cameras(torch.tensor([yaw]), torch.tensor([0.0]))

@@ -30,7 +30,7 @@ import scipy.ndimage
 import torch
 import torch.nn.functional as F
 
-from ..synthetic.raster import rasterize
+from ..core.synthetic.raster import rasterize
 from .template import load_template, split_polygons
 
 FieldColours = Callable[[np.ndarray], np.ndarray]   # world points (N, 3) -> sRGB colours (N, 3) in [0, 1]

@@ -1,6 +1,6 @@
 """Checks of a registered head's mesh that a renderer would show as faults: folded-over and intersecting faces.
 
-Pure arrays in any one frame; used by the asset's figures (`pipeline`, `inference.asset.evaluate`) and tests.
+Pure arrays in any one frame; used by the asset's figures (`pipeline`, `inference.evaluation.asset`) and tests.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 from scipy.spatial import cKDTree
 
-from ..threads import engine_threads
+from ..ground.threads import engine_threads
 from .quality import folded_triangles, triangle_normals
 from .template import FACE_AREA_VERTICES, RIGID_PARTS, SKIN_VERTICES, LandmarkPoints, Template, landmark_points
 

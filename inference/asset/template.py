@@ -5,7 +5,7 @@ tongue, teeth and eyeballs (the thin overlays, lacrimal fluid, eye occlusion and
 is baked onto them), the single-tile UV layout of `uv_layout.npz` (see scripts/make_uv_layout.py), its 100
 identity modes, and its expressions as ARKit blendshapes.
 
-Frames: EG3D world (y up, face toward +z), world units, as `inference.synthetic.ict` places the ICT head.
+Frames: EG3D world (y up, face toward +z), world units, as `inference.core.synthetic.ict` places the ICT head.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cameras import yaw_weights
-from ..synthetic.dlib_landmarks import load_definition
-from ..synthetic.ict import DATA_DIR, PART_VERTEX_RANGES, load_ict_model
+from ..ground.cameras import yaw_weights
+from ..core.synthetic.dlib_landmarks import load_definition
+from ..core.synthetic.ict import DATA_DIR, PART_VERTEX_RANGES, load_ict_model
 
 LAYOUT_PATH = Path(__file__).resolve().parent / "uv_layout.npz"
 TEMPLATE_VERTICES = 24591           # face ... iris right (ICT's vertices [0, 24591))
@@ -109,7 +109,7 @@ class LandmarkPoints:
 
 def landmark_points(yaw: float = 0.0) -> LandmarkPoints:
     """Where dlib places its 68 landmarks on an ICT head seen from an orbit camera at `yaw` (radians): not
-    ICT's named vertices but the calibrated surface points of `inference.synthetic.dlib_landmarks` (the jaw on
+    ICT's named vertices but the calibrated surface points of `inference.core.synthetic.dlib_landmarks` (the jaw on
     the visible contour, the eyes on the lid margin), so a photo's landmarks meet the template where dlib
     put them."""
     definition = load_definition()

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..export import tensor_to_uint8
-from ..invert import use_weights
-from ..networks.triplane import TriPlaneGenerator
-from ..pipeline import FaceFit
+from ..core.export import tensor_to_uint8
+from ..fitting.invert import use_weights
+from ..core.networks.triplane import TriPlaneGenerator
+from ..fitting.pipeline import FaceFit
 
 CHUNK = 4   # cameras per forward pass: bounds the ray batch's memory
 

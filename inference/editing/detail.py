@@ -33,15 +33,15 @@ import torch.nn.functional as F
 from scipy.interpolate import RBFInterpolator
 
 from ..asset.bake import PhotoView
-from ..cameras import project_points
-from ..invert import face_mask, use_weights
-from ..model_landmarks import LandmarkRegressor
-from ..networks.local_detail import LocalDetail, ViewsDetail
-from ..networks.triplane import TriPlaneGenerator
-from ..pipeline import FaceFit, feathered, photo_detail
+from ..ground.cameras import project_points
+from ..fitting.invert import face_mask, use_weights
+from ..fitting.landmarks import LandmarkRegressor
+from ..core.networks.local_detail import LocalDetail, ViewsDetail
+from ..core.networks.triplane import TriPlaneGenerator
+from ..fitting.pipeline import FaceFit, feathered, photo_detail
 from ..preprocess.align import Alignment, crop_photo
 from ..preprocess.decode import Photo, load_photo
-from ..render.rays import project_pixels
+from ..core.render.rays import project_pixels
 
 MAX_BAKE_CROP = 2048   # px: the largest crop of the photo made for the texture (see `bake_crop_size`)
 
@@ -347,7 +347,7 @@ def align_view(generator: TriPlaneGenerator, w_before: torch.Tensor, w_after: to
     """Re-align one photo's detail to an edit w_before -> w_after (1, num_ws, w_dim): the photo's crop camera
     `alignment` with its label `camera` (1, 25), its local detail as fitted (None without the branch) and the
     decoded photo `pixels` (H, W, 3) uint8 (None: no bake view). A model without hair keeps the photo to the
-    (warped) face mask, as `pipeline.photo_view` does."""
+    (warped) face mask, as `asset.result.photo_view` does."""
     device = w_after.device
     correspondence = edit_correspondence(generator, w_before, w_after, tuned, camera, regressor, alignment.yaw,
                                          options)

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import TriFaceError
-from ..latent import sample_z
-from ..networks.triplane import TriPlaneGenerator
+from ..ground.errors import TriFaceError
+from ..core.latent import sample_z
+from ..core.networks.triplane import TriPlaneGenerator
 
 DIRECTIONS_JSON = "directions.json"
 DIRECTIONS_TENSORS = "directions.safetensors"
@@ -283,7 +283,7 @@ def save_directions(folder: Path, generator: TriPlaneGenerator, directions: Edit
     atomically: a crash leaves the old file or the new one, never half of one). -> the JSON's path."""
     from safetensors.torch import save
 
-    from ..fileio import atomic_write_bytes, atomic_write_text
+    from ..ground.fileio import atomic_write_bytes, atomic_write_text
 
     folder = Path(folder)
     entries, tensors = [], {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import TriFaceError
+from ..ground.errors import TriFaceError
 from .directions import Direction, w_plus_offset
 
 MIN_PER_CLASS = 3

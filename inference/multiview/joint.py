@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from ..editing.directions import layout_direction
-from ..errors import TriFaceError
-from ..invert import (
+from ..ground.errors import TriFaceError
+from ..fitting.invert import (
     FULL_SAMPLING,
     STEP_BUDGETS,
     Budget,
@@ -38,11 +38,11 @@ from ..invert import (
     synthesis_prefix,
     tune_weights,
 )
-from ..model_landmarks import LandmarkRegressor
-from ..networks.encoder import LatentEncoder
-from ..networks.local_detail import LocalDetailNet, ViewsDetail
-from ..networks.triplane import TriPlaneGenerator
-from ..pipeline import (FaceFit, PreparedPhoto, ViewFit, detail_region, invert_photo, photo_detail,
+from ..fitting.landmarks import LandmarkRegressor
+from ..core.networks.encoder import LatentEncoder
+from ..core.networks.local_detail import LocalDetailNet, ViewsDetail
+from ..core.networks.triplane import TriPlaneGenerator
+from ..fitting.pipeline import (FaceFit, PreparedPhoto, ViewFit, detail_region, invert_photo, photo_detail,
                         prepare_photo)
 from ..preprocess.align import HeadLandmarks, estimate_pose
 from ..preprocess.decode import Photo
@@ -270,7 +270,7 @@ def invert_photos(generator: TriPlaneGenerator, photos: list[Path | Photo], mode
 def identity_distances(views: list[PreparedPhoto]) -> list[float | None]:
     """The dlib face-descriptor distance of each photo's face (but the first) to the first photo's, measured on
     the aligned crops (None where dlib cannot read a face)."""
-    from ..evaluate import landmark_box, read_face   # dlib's recogniser: loaded only when photos are compared
+    from ..preprocess.identity import landmark_box, read_face
 
     def reading(view: PreparedPhoto):
         crop = ((view.target[0].permute(1, 2, 0).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)

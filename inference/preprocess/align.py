@@ -5,7 +5,7 @@ Frames:
   * crop pixels: the square (crop_size, crop_size) image the EG3D camera sees, same conventions.
     `Alignment.crop_from_photo` (3, 3) maps homogeneous photo pixels to crop pixels; it is a
     similarity (scale, in-plane rotation, translation) with positive determinant.
-  * cameras: OpenCV cam2world (4, 4) in EG3D world, normalised intrinsics (3, 3), see `inference.cameras`.
+  * cameras: OpenCV cam2world (4, 4) in EG3D world, normalised intrinsics (3, 3), see `inference.ground.cameras`.
 
 The crop camera is an EG3D orbit camera (radius 2.7 about the origin, looking at the pivot (0, 0, 0.2),
 focal 4.2647) with no roll: like FFHQ's alignment, the crop's rotation absorbs the head's in-plane roll,
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from scipy.optimize import least_squares
 
-from ..cameras import intrinsics_matrix, orbit_cam2world, project_points, yaw_weights
+from ..ground.cameras import intrinsics_matrix, orbit_cam2world, project_points, yaw_weights
 from .decode import MID_GREY
 
 LANDMARKS_3D_PATH = Path(__file__).with_name("landmarks_3d.json")
@@ -45,7 +45,7 @@ class Alignment:
     detected landmarks and the projected 3D landmarks the pose was fitted to (the mean head's, or a fitted
     head's: see `pipeline.fit_head_and_pose`). landmarks_crop (68, 2): the detected
     landmarks in crop pixels. yaw, pitch: the orbit angles of cam2world (radians, see
-    `inference.cameras.orbit_cam2worlds`). photo_size: (W, H) of the photo the landmarks came from.
+    `inference.ground.cameras.orbit_cam2worlds`). photo_size: (W, H) of the photo the landmarks came from.
     """
 
     cam2world: np.ndarray
@@ -81,7 +81,7 @@ class HeadLandmarks:
 @functools.cache
 def mean_landmarks_3d() -> HeadLandmarks:
     """The 68 landmarks of the ICT neutral head where dlib places them, by yaw (see
-    `inference.synthetic.dlib_landmarks`), in EG3D world units, read-only (dlib order)."""
+    `inference.core.synthetic.dlib_landmarks`), in EG3D world units, read-only (dlib order)."""
     description = json.loads(LANDMARKS_3D_PATH.read_text(encoding="utf-8"))
     yaws = np.array(description["yaws"], dtype=np.float64)
     points = np.array(description["landmarks"], dtype=np.float64)

@@ -1,7 +1,7 @@
 """Load a user's photo as the (H, W, 3) uint8 RGB array that every later pixel coordinate refers to.
 
 Frames: `Photo.pixels` is upright (EXIF orientation applied), u right, v down, pixel i covering
-[i, i + 1) as in `inference.cameras`. Large photos come back reduced by one exact, uniform factor:
+[i, i + 1) as in `inference.ground.cameras`. Large photos come back reduced by one exact, uniform factor:
 (u, v)_pixels = scale * (u, v)_original on both axes (the reduced image may stop short of the original's
 last row or column by less than one of its own pixels, so that no rounding stretches one axis).
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import PhotoError
-from ..fileio import atomic_write
+from ..ground.errors import PhotoError
+from ..ground.fileio import atomic_write
 
 try:   # HEIC/HEIF, the iPhone's default; AVIF is built into Pillow itself
     import pillow_heif
@@ -36,6 +36,8 @@ HEIF_SUFFIXES = (".heic", ".heif", ".hif")
 # Files any image viewer, Blender among them, decodes to exactly the pixels Pillow gives (8-bit, no alpha).
 _VIEWER_EXACT = {"JPEG": ("RGB", "L"), "PNG": ("RGB", "L")}
 SUPPORTED = "JPEG, PNG, WebP, TIFF, BMP, HEIC/HEIF or AVIF"
+# The suffixes of the formats SUPPORTED names: what a folder of photos is taken to hold.
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".avif", *HEIF_SUFFIXES})
 _PIXEL_LIMIT_LOCK = threading.Lock()
 
 
@@ -54,6 +56,16 @@ class Photo:
     scale: float
     as_stored: bool = False
     decode_seconds: float = field(default=0.0, compare=False)
+
+
+def photo_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The photos in `folder` (with `recursive`, at any depth), sorted: every file with a suffix of a format
+    `load_photo` reads (whether it decodes is found out when it is read)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PhotoError(f"{folder}: no such folder of photos")
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
 
 
 def load_photo(path, max_megapixels: float = 250, max_side: int = MAX_SIDE) -> Photo:

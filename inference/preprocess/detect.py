@@ -1,7 +1,7 @@
 """Face detection and 68 landmarks with dlib (HOG detector, CNN detector as a fallback, shape predictor).
 
 Frame: every coordinate is in photo pixels of the array given to `detect_faces`, u right, v down,
-pixel i covering [i, i + 1) (so its centre is i + 0.5) as in `inference.cameras`. dlib puts pixel
+pixel i covering [i, i + 1) (so its centre is i + 0.5) as in `inference.ground.cameras`. dlib puts pixel
 centres at integers; the conversion happens here and nowhere else.
 
 dlib's frontal detector finds faces rolled up to about 30 degrees in the image plane and about 80 px across.
@@ -24,7 +24,7 @@ import dlib
 import numpy as np
 from PIL import Image
 
-from ..errors import FaceIndexError, ModelLoadError, NoFaceError
+from ..ground.errors import FaceIndexError, ModelLoadError, NoFaceError
 from .decode import MID_GREY
 
 DETECTION_MAX_SIDE = 1024   # HOG detection runs at most at this size: faster, and faces stay >= 80 px
