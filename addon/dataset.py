@@ -185,7 +185,7 @@ def render_view(scene: bpy.types.Scene, camera: bpy.types.Object, folder: Path, 
         node.directory, node.file_name = str(folder) + os.sep, name
     else:
         node.base_path = str(folder) + os.sep
-        for slot, suffix in zip(node.file_slots, node["triface_suffixes"]):
+        for slot, suffix in zip(node.file_slots, node["triface_suffixes"], strict=True):
             slot.path = name + suffix
     before = set(folder.iterdir())
     bpy.ops.render.render(write_still=False)

@@ -13,6 +13,7 @@ of a crash on its next look, whether or not it calls `check`, and a restarted en
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -185,10 +186,8 @@ class EngineClient:
                 popen.kill()
                 popen.wait(timeout)
         self._end(process, EngineError("the engine was stopped", kind="Stopped"))
-        try:
+        with contextlib.suppress(OSError, ValueError):
             popen.stdin.close()
-        except (OSError, ValueError):
-            pass
 
     # -- requests ----------------------------------------------------------------------------------------
 
@@ -324,19 +323,17 @@ class EngineClient:
                                        "next request", kind="EngineCrashed", log_tail=self._tail_after_exit(process)))
 
     def _read_log(self, process: _Process) -> None:
-        log = open(self.log_path, "a", encoding="utf-8") if self.log_path else None
-        try:
-            for line in process.popen.stderr:
-                process.stderr_tail.append(line.rstrip())
-                if log:
-                    log.write(line)
-                    log.flush()
-        except (OSError, ValueError):
-            pass
-        finally:
-            process.log_done.set()
-            if log:
-                log.close()
+        with open(self.log_path, "a", encoding="utf-8") if self.log_path else contextlib.nullcontext() as log:
+            try:
+                for line in process.popen.stderr:
+                    process.stderr_tail.append(line.rstrip())
+                    if log:
+                        log.write(line)
+                        log.flush()
+            except (OSError, ValueError):
+                pass
+            finally:
+                process.log_done.set()
 
     @staticmethod
     def _tail_after_exit(process: _Process) -> str:

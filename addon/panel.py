@@ -59,7 +59,7 @@ class TRIFACE_PT_expressions(bpy.types.Panel):
     bl_region_type = "UI"
     bl_category = "Face"
     bl_parent_id = "TRIFACE_PT_face"
-    bl_options = {"DEFAULT_CLOSED"}
+    bl_options = frozenset({"DEFAULT_CLOSED"})
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:

@@ -14,10 +14,10 @@ TEXTURE_SIZES = (("1024", "1K", "1024 x 1024 pixels"), ("2048", "2K", "2048 x 20
                  ("4096", "4K", "4096 x 4096 pixels (slower to bake, larger files)"))
 
 
-def _edit_changed(item: "TRIFACE_PG_edit", context: bpy.types.Context) -> None:
+def _edit_changed(item: TRIFACE_PG_edit, context: bpy.types.Context) -> None:
     if item.suppress_update:
         return
-    from . import runtime   # the runtime imports these classes; importing it at call time avoids a cycle
+    from . import runtime  # the runtime imports these classes; importing it at call time avoids a cycle
     runtime.apply_edits(item.id_data, [item])
 
 

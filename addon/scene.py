@@ -92,7 +92,7 @@ def fill_shape_keys(head: bpy.types.Object, basis: np.ndarray, keys: list[dict],
         blocks = head.data.shape_keys.key_blocks
     basis = np.ascontiguousarray(basis, dtype=np.float32)
     blocks[0].data.foreach_set("co", basis.ravel())
-    for key, block, offset in zip(keys, blocks[1:], offsets):
+    for key, block, offset in zip(keys, blocks[1:], offsets, strict=True):
         block.data.foreach_set("co", (basis + offset.astype(np.float32)).ravel())
         set_key_range(block, key["min"], key["max"])
         if made:   # Blender starts a new key at 1: the head must look like its basis until asked otherwise
@@ -199,7 +199,8 @@ def _texture(job_dir: Path, manifest: dict, name: str) -> bpy.types.Image | None
 
 
 def _photo(manifest: dict, name: str) -> bpy.types.Image:
-    """The photo exactly as the engine fitted it (upright, same pixels; see the engine's `asset.result.camera_photo`)."""
+    """The photo exactly as the engine fitted it (upright, same pixels; see the engine's
+    `asset.result.camera_photo`)."""
     shown = manifest.get("photo_image") or {"file": manifest["photo"]}
     return _packed_image(Path(shown["file"]), name)
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .ground.cameras import frontal_camera_label, orbit_cam2world, camera_label, intrinsics_matrix
 from .core.config import PRESETS
-from .ground.errors import TriFaceError
-from .core.export import depth_to_uint8, tensor_to_uint8, write_glb, write_png, write_ply
-from .ground.fileio import atomic_write_text
+from .core.export import depth_to_uint8, tensor_to_uint8, write_glb, write_ply, write_png
 from .core.latent import sample_z
 from .core.mesh import extract_mesh
 from .core.model_io import DEFAULT_MODEL_DIR, load_model, save_model, select_device
 from .core.networks.triplane import TriPlaneGenerator
+from .ground.cameras import camera_label, frontal_camera_label, intrinsics_matrix, orbit_cam2world
+from .ground.errors import TriFaceError
+from .ground.fileio import atomic_write_text
 
 
 def _log(message: str) -> None:

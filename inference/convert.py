@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from .core.config import EG3D_PLANE_AXES, GeneratorConfig, RenderingConfig
-from .ground.errors import CheckpointFormatError, TriFaceError
 from .core.model_io import check_state_dict, save_model
 from .core.networks.triplane import TriPlaneGenerator
 from .core.safe_pickle import EG3DSnapshot, load_eg3d_snapshot
+from .ground.errors import CheckpointFormatError, TriFaceError
 
 # EG3D's superresolution class names -> ours.
 _SUPERRESOLUTION = {

@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--blender", help="a Blender binary for the workers (default: this Python's bpy module, or this Blender)")
     add("--engine-python", help="the engine's Python (default: this interpreter, when it has torch)")
     add("--extension", help="the extension zip the workers install (default: built from this checkout)")
-    add("--progress", choices=("auto", "bar", "jsonl", "none"), help="progress on stderr (default: a bar on a terminal)")
+    add("--progress", choices=("auto", "bar", "jsonl", "none"),
+        help="progress on stderr (default: a bar on a terminal)")
     return parser
 
 

@@ -32,9 +32,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 import numpy as np  # noqa: E402
 
 from inference import __version__  # noqa: E402   (numpy-only modules of the engine: no torch here)
-from inference.ground.cameras import cam2world_to_blender  # noqa: E402
 from inference.batch import manifest as manifests  # noqa: E402
 from inference.batch import views  # noqa: E402
+from inference.ground.cameras import cam2world_to_blender  # noqa: E402
 
 EVENT_PREFIX = "@triface-batch "
 PERMANENT = {"PhotoError", "NoFaceError", "FaceIndexError"}   # the input itself is at fault: retrying won't help
@@ -56,7 +56,7 @@ def rss_mb(pid: int | str = "self") -> float | None:
     return None
 
 
-class ItemFailed(Exception):
+class ItemFailedError(Exception):
     def __init__(self, reason: str, permanent: bool) -> None:
         super().__init__(reason)
         self.reason, self.permanent = reason, permanent
@@ -134,7 +134,7 @@ class Worker:
             timer = time.perf_counter()
             render_dir = staging / "render"
             view_records = []
-            for index, (cam2world, label, mirror_label) in enumerate(zip(cam2worlds, labels, mirrored)):
+            for index, (cam2world, label, mirror_label) in enumerate(zip(cam2worlds, labels, mirrored, strict=True)):
                 name = f"{index:03d}"
                 camera = cam2world_to_blender(cam2world, intrinsics, mpu, resolution=(size, size))
                 spec = {"matrix_world": camera.matrix_world.tolist(), "lens_mm": camera.lens_mm,
@@ -164,13 +164,14 @@ class Worker:
                     rendered = client.wait(client.submit("render_views", {
                         "face_id": result["face_id"], "edits": edits, "cameras": labels.tolist(), "size": size,
                         "job_dir": str(job_dir)}))
-                    for view, file in zip(view_records, rendered["files"]):
+                    for view, file in zip(view_records, rendered["files"], strict=True):
                         os.replace(job_dir / file, item_dir / "views" / f"{view['name']}_neural.png")
                         view["neural"] = f"items/{source.item_id}/{variant}/views/{view['name']}_neural.png"
                 finally:
                     self.runtime.discard_job_dir(job_dir)
                 seconds[f"{variant}/neural"] = time.perf_counter() - timer
-            record_variants.append({"name": variant, "edits": edits, "head": f"items/{source.item_id}/{variant}/head.glb",
+            record_variants.append({"name": variant, "edits": edits,
+                                    "head": f"items/{source.item_id}/{variant}/head.glb",
                                     "latent": f"items/{source.item_id}/{variant}/latent.npy",
                                     "latent_shape": list(np.shape(latent["w_plus"])), "views": view_records,
                                     "mesh": result["mesh"], "asset": result.get("asset", {}),
@@ -202,7 +203,7 @@ class Worker:
         try:
             manifests.commit_item(self.out, staging, source.item_id, record)
         except manifests.IncompleteItemError as exc:   # a pass Blender did not write: another try may
-            raise ItemFailed(str(exc), permanent=False) from None
+            raise ItemFailedError(str(exc), permanent=False) from None
         shutil.rmtree(staging, ignore_errors=True)
         return record
 
@@ -220,10 +221,10 @@ class Worker:
         except RuntimeError as exc:
             error = self.runtime.failures.get(name)
             kind = getattr(error, "kind", "EngineError")
-            raise ItemFailed(str(error) if error else str(exc), permanent=kind in PERMANENT) from None
+            raise ItemFailedError(str(error) if error else str(exc), permanent=kind in PERMANENT) from None
         heads = [o for o in bpy.data.objects if o.type == "MESH" and o.triface.face_id]
         if len(heads) != 1:
-            raise ItemFailed(f"the import made {len(heads)} heads, expected one", permanent=False)
+            raise ItemFailedError(f"the import made {len(heads)} heads, expected one", permanent=False)
         return heads[0]
 
     def set_edits(self, head, edits: dict[str, float]) -> None:
@@ -231,7 +232,7 @@ class Worker:
         known = {item.name for item in head.triface.edits}
         unknown = sorted(set(edits) - known)
         if unknown:
-            raise ItemFailed(f"the model has no edit {', '.join(unknown)} (it has {', '.join(sorted(known))})",
+            raise ItemFailedError(f"the model has no edit {', '.join(unknown)} (it has {', '.join(sorted(known))})",
                              permanent=True)
         for item in head.triface.edits:
             item.suppress_update = True
@@ -240,7 +241,7 @@ class Worker:
         self.bpy.context.view_layer.objects.active = head
         self.bpy.ops.triface.resynthesize()
         if head.triface.status.startswith("Edit failed"):
-            raise ItemFailed(head.triface.status, permanent=False)
+            raise ItemFailedError(head.triface.status, permanent=False)
 
     def clear_scene(self) -> None:
         """An empty scene for each item, and the last item's data blocks freed (memory stays flat)."""
@@ -289,7 +290,7 @@ def main() -> int:
             timer = time.perf_counter()
             try:
                 worker.make(source)
-            except ItemFailed as exc:
+            except ItemFailedError as exc:
                 emit("failed", item=source.item_id, reason=exc.reason, permanent=exc.permanent)
                 continue
             except Exception as exc:   # a bug or a broken result: this item fails, the batch goes on

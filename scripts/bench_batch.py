@@ -35,7 +35,7 @@ KINDS = {"worker": ("rss_mb", "pid"), "engine": ("engine_rss_mb", "engine_pid")}
 
 def flatness(memory: list[float | None], processes: list[int | None]) -> dict | None:
     """Whether one kind of process grows over the items (in the order they ended): see the module's docstring."""
-    points = [(mb, pid) for mb, pid in zip(memory, processes) if mb is not None]
+    points = [(mb, pid) for mb, pid in zip(memory, processes, strict=True) if mb is not None]
     if len(points) < 2:
         return None
     quarter = max(1, len(points) // 4)

@@ -24,17 +24,23 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.ground.cameras import project_points  # noqa: E402
+from inference.core.synthetic.dlib_landmarks import (
+    DEFINITION_PATH,
+    LandmarkDefinition,
+    average_landmarks,
+    definition_from_bins,
+    lift_to_surface,
+    save_definition,
+)
+from inference.core.synthetic.groundtruth import build_heads, orbit_cameras, render_heads
+from inference.core.synthetic.heads import sample_params
+from inference.core.synthetic.ict import load_ict_model
+from inference.core.synthetic.raster import rasterize
 from inference.evaluation.held_out import SYNTHETIC_PHOTO_SIZE, SYNTHETIC_PITCH_RANGE, SYNTHETIC_YAW_RANGE
-from inference.preprocess.identity import inter_ocular
 from inference.evaluation.metrics import to_uint8
-from inference.preprocess.detect import detect_faces  # noqa: E402
-from inference.core.synthetic.dlib_landmarks import (  # noqa: E402
-    DEFINITION_PATH, LandmarkDefinition, average_landmarks, definition_from_bins, lift_to_surface, save_definition)
-from inference.core.synthetic.groundtruth import build_heads, orbit_cameras, render_heads  # noqa: E402
-from inference.core.synthetic.heads import sample_params  # noqa: E402
-from inference.core.synthetic.ict import load_ict_model  # noqa: E402
-from inference.core.synthetic.raster import rasterize  # noqa: E402
+from inference.ground.cameras import project_points
+from inference.preprocess.detect import detect_faces
+from inference.preprocess.identity import inter_ocular
 
 LIFT_FACTOR = 4   # the surface is read from a raster this many times finer than the photo
 YAW_BINS = 5      # bin centres spread evenly over the evaluation's yaw range, ends included

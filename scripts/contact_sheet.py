@@ -18,12 +18,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.core.export import tensor_to_uint8, write_png  # noqa: E402
-from inference.core.mesh import extract_mesh  # noqa: E402
-from inference.core.model_io import DEFAULT_MODEL_DIR, load_model  # noqa: E402
-from inference.core.synthetic.groundtruth import build_heads, camera_labels, orbit_cameras, render_heads  # noqa: E402
-from inference.core.synthetic.heads import sample_params  # noqa: E402
-from inference.core.synthetic.raster import rasterize, vertex_normals  # noqa: E402
+from inference.core.export import tensor_to_uint8, write_png
+from inference.core.mesh import extract_mesh
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_model
+from inference.core.synthetic.groundtruth import build_heads, camera_labels, orbit_cameras, render_heads
+from inference.core.synthetic.heads import sample_params
+from inference.core.synthetic.raster import rasterize, vertex_normals
 
 
 def shaded_mesh(vertices: np.ndarray, faces: np.ndarray, yaw: float, size: int) -> np.ndarray:

@@ -19,12 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.core.model_io import DEFAULT_MODEL_DIR, load_model  # noqa: E402
-from inference.fitting.landmarks import LandmarkRegressor, save_landmark_regressor  # noqa: E402
-from inference.core.synthetic.dlib_landmarks import load_definition  # noqa: E402
-from inference.core.synthetic.groundtruth import MM  # noqa: E402
-from inference.core.synthetic.heads import sample_params  # noqa: E402
-from inference.core.synthetic.ict import load_ict_model  # noqa: E402
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_model
+from inference.core.synthetic.dlib_landmarks import load_definition
+from inference.core.synthetic.groundtruth import MM
+from inference.core.synthetic.heads import sample_params
+from inference.core.synthetic.ict import load_ict_model
+from inference.fitting.landmarks import LandmarkRegressor, save_landmark_regressor
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,7 +58,9 @@ def extension_zip(given: Path | None) -> Path:
 
 
 def enabled_addon(bpy) -> str | None:
-    return next((name for name in bpy.context.preferences.addons.keys() if name.endswith(ADDON_SUFFIX)), None)
+    # Iterating Blender's collection gives the add-ons themselves; `module` is the name it is keyed by.
+    return next((addon.module for addon in bpy.context.preferences.addons if addon.module.endswith(ADDON_SUFFIX)),
+                None)
 
 
 @contextmanager

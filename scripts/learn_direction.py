@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.ground.errors import TriFaceError  # noqa: E402
-from inference.ground.fileio import atomic_write_text  # noqa: E402
-from inference.engine.session import Session  # noqa: E402
+from inference.engine.session import Session
+from inference.ground.errors import TriFaceError
+from inference.ground.fileio import atomic_write_text
 
 
 def main(argv: list[str] | None = None) -> int:

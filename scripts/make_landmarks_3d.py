@@ -1,5 +1,5 @@
-"""Regenerate inference/preprocess/landmarks_3d.json: the 68 landmarks of the ICT FaceKit neutral head, where dlib places
-them (the calibrated definition of inference/core/synthetic/dlib_landmarks.py).
+"""Regenerate inference/preprocess/landmarks_3d.json: the 68 landmarks of the ICT FaceKit neutral head, where dlib
+places them (the calibrated definition of inference/core/synthetic/dlib_landmarks.py).
 
     python scripts/make_landmarks_3d.py
 
@@ -13,13 +13,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.preprocess.align import LANDMARKS_3D_PATH  # noqa: E402
-from inference.ground.fileio import atomic_write_text  # noqa: E402
-from inference.core.synthetic.dlib_landmarks import load_definition  # noqa: E402
-from inference.core.synthetic.ict import CM_PER_UNIT, load_ict_model  # noqa: E402
+from inference.core.synthetic.dlib_landmarks import load_definition
+from inference.core.synthetic.ict import CM_PER_UNIT, load_ict_model
+from inference.ground.fileio import atomic_write_text
+from inference.preprocess.align import LANDMARKS_3D_PATH
 
-SOURCE = (f"ICT FaceKit neutral head (MIT), dlib's points as calibrated in inference/core/synthetic/dlib_landmarks.json, "
-          f"in EG3D world units (1 unit = {CM_PER_UNIT} cm); regenerate with scripts/make_landmarks_3d.py")
+SOURCE = ("ICT FaceKit neutral head (MIT), dlib's points as calibrated in inference/core/synthetic/"
+          f"dlib_landmarks.json, in EG3D world units (1 unit = {CM_PER_UNIT} cm); regenerate with "
+          "scripts/make_landmarks_3d.py")
 FRAME = ("EG3D world: y up, the face looks toward +z; dlib's 68-point order; one set of 68 per orbit yaw "
          "(radians) in yaws, linear in between")
 

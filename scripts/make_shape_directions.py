@@ -17,12 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.editing.directions import Direction, EditDirections, file_directions, layout_direction, save_directions  # noqa: E402
-from inference.core.model_io import DEFAULT_MODEL_DIR, load_model  # noqa: E402
-from inference.core.synthetic.ict import load_ict_model  # noqa: E402
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_model
+from inference.core.synthetic.ict import load_ict_model
+from inference.editing.directions import Direction, EditDirections, file_directions, layout_direction, save_directions
 
 # name, label, (vertex landmark a, vertex landmark b, axis): the measure is coordinate[b] - coordinate[a].
 SHAPE_MEASURES = (

@@ -29,7 +29,7 @@ from scipy.sparse.csgraph import connected_components
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.ground.fileio import atomic_write  # noqa: E402
+from inference.ground.fileio import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 # Read with numpy, not inference.core.synthetic.ict: the layout needs no torch, so its test stays quick.

@@ -31,18 +31,18 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world  # noqa: E402
-from inference.ground.fileio import atomic_write  # noqa: E402
-from inference.fitting.invert import w_spread  # noqa: E402
-from inference.core.latent import sample_z  # noqa: E402
-from inference.core.model_io import DEFAULT_MODEL_DIR, load_model, save_encoder  # noqa: E402
-from inference.core.networks.encoder import EncoderConfig, LatentEncoder  # noqa: E402
-from inference.core.networks.triplane import TriPlaneGenerator  # noqa: E402
-from inference.core.render.rays import pixel_rays  # noqa: E402
-from inference.core.render.volume import render_rays  # noqa: E402
-from inference.core.synthetic.augment import augment  # noqa: E402
-from inference.core.synthetic.groundtruth import MM  # noqa: E402
-from inference.core.training import TrainingRun, cosine_lr  # noqa: E402
+from inference.core.latent import sample_z
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_model, save_encoder
+from inference.core.networks.encoder import EncoderConfig, LatentEncoder
+from inference.core.networks.triplane import TriPlaneGenerator
+from inference.core.render.rays import pixel_rays
+from inference.core.render.volume import render_rays
+from inference.core.synthetic.augment import augment
+from inference.core.synthetic.groundtruth import MM
+from inference.core.training import TrainingRun, cosine_lr
+from inference.fitting.invert import w_spread
+from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world
+from inference.ground.fileio import atomic_write
 
 YAW_RANGE, PITCH_RANGE = 0.7, 0.3   # radians, about EG3D's FFHQ pose spread
 
@@ -73,7 +73,7 @@ def random_cameras(count: int, rng: torch.Generator) -> torch.Tensor:
     pitch = (torch.rand(count, generator=rng) * 2 - 1) * PITCH_RANGE
     k = intrinsics_matrix()
     return torch.tensor(np.stack([camera_label(orbit_cam2world(float(a), float(b)), k)
-                                  for a, b in zip(yaw, pitch)]), dtype=torch.float32)
+                                  for a, b in zip(yaw, pitch, strict=True)]), dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -207,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         k = args.image_samples
         images_losses = ray_losses(generator, w_pred[:k], w_true[:k], pairs["camera"][index[:k]], args.rays, rng) \
             if run.step % args.image_every == 0 else {}
-        total = args.latent_weight * latent + 0.1 * prior + sum((v * (0.2 if "depth" in name else 1.0) for name, v in images_losses.items()),
-                                           torch.zeros(()))
+        total = args.latent_weight * latent + 0.1 * prior + sum(
+            (v * (0.2 if "depth" in name else 1.0) for name, v in images_losses.items()), torch.zeros(()))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(encoder.parameters(), 10.0)

@@ -25,15 +25,22 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.core.config import GeneratorConfig, default_small_config  # noqa: E402
-from inference.core.model_io import DEFAULT_MODEL_DIR, read_weights, save_model  # noqa: E402
-from inference.core.networks.triplane import TriPlaneGenerator  # noqa: E402
-from inference.core.render.rays import pixel_rays  # noqa: E402
-from inference.core.render.volume import render_rays  # noqa: E402
-from inference.core.synthetic.groundtruth import (MM, build_heads, camera_labels, render_heads, sample_cameras,  # noqa: E402
-                                             sigma_target, surface_samples)
-from inference.core.synthetic.heads import sample_params, z_layout  # noqa: E402
-from inference.core.training import TrainingRun, cosine_lr  # noqa: E402
+from inference.core.config import GeneratorConfig, default_small_config
+from inference.core.model_io import DEFAULT_MODEL_DIR, read_weights, save_model
+from inference.core.networks.triplane import TriPlaneGenerator
+from inference.core.render.rays import pixel_rays
+from inference.core.render.volume import render_rays
+from inference.core.synthetic.groundtruth import (
+    MM,
+    build_heads,
+    camera_labels,
+    render_heads,
+    sample_cameras,
+    sigma_target,
+    surface_samples,
+)
+from inference.core.synthetic.heads import sample_params, z_layout
+from inference.core.training import TrainingRun, cosine_lr
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -239,10 +246,11 @@ def main(argv: list[str] | None = None) -> int:
 
     while run.step < sum(stage[1] for stage in stages) and not run.out_of_time(args.minutes):
         first = run.step
-        for name, steps, optimizer, params, step_fn in stages:
-            if first < steps:
+        for stage in stages:   # the stage this step is in, and the step within it
+            if first < stage[1]:
                 break
-            first -= steps
+            first -= stage[1]
+        name, steps, optimizer, params, step_fn = stage
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(args.lr, first, steps)
         generator.train()

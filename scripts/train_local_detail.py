@@ -33,15 +33,20 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.ground.fileio import atomic_write  # noqa: E402
-from inference.core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_model, save_local_detail  # noqa: E402
-from inference.core.networks.local_detail import LocalDetail, LocalDetailConfig, LocalDetailNet  # noqa: E402
-from inference.core.networks.triplane import TriPlaneGenerator  # noqa: E402
-from inference.core.synthetic.augment import augment  # noqa: E402
-from inference.core.synthetic.groundtruth import (build_heads, camera_labels, orbit_cameras, render_heads,  # noqa: E402
-                                             surface_samples)
-from inference.core.synthetic.heads import sample_params  # noqa: E402
-from inference.core.training import TrainingRun, cosine_lr  # noqa: E402
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_model, save_local_detail
+from inference.core.networks.local_detail import LocalDetail, LocalDetailConfig, LocalDetailNet
+from inference.core.networks.triplane import TriPlaneGenerator
+from inference.core.synthetic.augment import augment
+from inference.core.synthetic.groundtruth import (
+    build_heads,
+    camera_labels,
+    orbit_cameras,
+    render_heads,
+    surface_samples,
+)
+from inference.core.synthetic.heads import sample_params
+from inference.core.training import TrainingRun, cosine_lr
+from inference.ground.fileio import atomic_write
 
 YAW_RANGE, PITCH_RANGE = 0.7, 0.3   # radians, about EG3D's FFHQ pose spread (as the encoder's training)
 SURFACE_POINTS = 4096

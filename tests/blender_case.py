@@ -406,7 +406,8 @@ def case_learned_sliders(workdir: str, model_folder: str, photo: str, positive: 
     if not heads():
         return facts
     head = heads()[0]
-    facts["edits"] = [[item.name, item.label, item.minimum, item.maximum, item.shape_key] for item in head.triface.edits]
+    facts["edits"] = [[item.name, item.label, item.minimum, item.maximum, item.shape_key]
+                      for item in head.triface.edits]
     before = describe_head(head)["color_attribute"]["mean"]
     head.triface.edits[0].value = 1.0    # no shape key: a (synchronous, in background mode) re-synthesis
     facts["edited"] = {"status": head.triface.status, "colour_before": before,

@@ -5,7 +5,8 @@ Each corpus entry is a file plus what is known about it without running the engi
 shows (`upright`, before any reduction) and the affine map `upright_from_source` (3, 3) taking pixel positions
 of the source photo onto it, so the source's landmarks say where the face must be found.
 
-    python tests/photo_corpus.py SOURCE_PHOTO OUT_DIR      writes the corpus (e.g. for `python -m inference.evaluation.bench --photos`)
+    python tests/photo_corpus.py SOURCE_PHOTO OUT_DIR      writes the corpus
+                                                          (e.g. for `python -m inference.evaluation.bench --photos`)
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ GREY = (128, 128, 128)
 _TO_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                8: Image.Transpose.ROTATE_90}
-_INVERSE = {Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270, Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90}
+_INVERSE = {Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270,
+            Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90}
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def test_head_mesh_has_a_float_point_colour_attribute(imported):
     assert head["vertices"] > 5000 and head["polygons"] > 10000
     assert head["smooth"]
     assert head["color_attribute"]["domain"] == "POINT" and head["color_attribute"]["type"] == "FLOAT_COLOR"
-    assert 0.0 < min(head["color_attribute"]["mean"]) and max(head["color_attribute"]["mean"]) < 1.0
+    assert min(head["color_attribute"]["mean"]) > 0.0 and max(head["color_attribute"]["mean"]) < 1.0
 
 
 def test_template_head_has_quads_a_uv_map_a_packed_texture_per_part_and_arkit_shape_keys(imported):

@@ -26,14 +26,6 @@ from inference.asset.bake import (
     texel_map,
 )
 from inference.asset.build import raw_asset
-from inference.evaluation.asset import (
-    bake_template,
-    known_texture_photo,
-    psnr,
-    render_uvs,
-    sample_texture,
-    texel_parts,
-)
 from inference.asset.quality import folded_triangles, intersecting_triangles
 from inference.asset.register import bounded_least_squares, register_template
 from inference.asset.template import (
@@ -44,9 +36,17 @@ from inference.asset.template import (
     load_template,
     split_polygons,
 )
-from inference.ground.cameras import orbit_cam2world
 from inference.core.synthetic.groundtruth import build_heads
 from inference.core.synthetic.heads import sample_params
+from inference.evaluation.asset import (
+    bake_template,
+    known_texture_photo,
+    psnr,
+    render_uvs,
+    sample_texture,
+    texel_parts,
+)
+from inference.ground.cameras import orbit_cam2world
 
 MM = 427.0      # millimetres per world unit of the ICT heads and the default model
 PIVOT = np.array([0.0, 0.0, 0.2])
@@ -199,9 +199,9 @@ def test_inside_the_mouth_unseen_pieces_get_their_own_colour_not_the_fields(temp
     """The model never renders the teeth or gums: where the photo does not show them they are ivory and pink
     (in the photo's white balance: here the field matches the photo, so the colours come through as they are)."""
     from inference.asset.bake import bake_texture
-    from inference.evaluation.asset import surface_pattern
     from inference.asset.register import vertex_normals
     from inference.asset.template import INTERIOR_COLOURS
+    from inference.evaluation.asset import surface_pattern
 
     triangles, owner = textured_head["triangles"], textured_head["owner"]
     result = bake_texture(template.uvs, textured_head["uv_triangles"], template.neutral, triangles,
@@ -320,7 +320,7 @@ def test_closest_points_split_among_threads_are_those_found_in_one_piece(templat
     surface.workers = 3
     split = surface.closest(points)
     whole = surface._closest(points)
-    for got, expected in zip(split, whole):
+    for got, expected in zip(split, whole, strict=True):
         assert np.array_equal(got, expected)
     assert np.percentile(split[2], 50) < 0.01, "the query found the nearby surface"
 
@@ -387,7 +387,7 @@ def test_the_raw_surface_is_unwrapped_by_xatlas_and_baked(textured_head):
     import trimesh
 
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.2)
-    vertices = np.asarray(sphere.vertices) + [0.0, 0.0, 0.1]
+    vertices = np.asarray(sphere.vertices) + np.array([0.0, 0.0, 0.1])
     asset = raw_asset(vertices, np.asarray(sphere.faces), np.full((len(vertices), 3), 0.5, np.float32),
                       lambda p: np.full((len(p), 3), 0.5), textured_head["view"], 1024, MM)
     assert asset.topology == "raw" and (asset.polygon_sizes == 3).all()

@@ -34,13 +34,14 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import import_photo  # noqa: E402
 from batch_dataset import build_parser, parse_edits, settings, shard_from_environment  # noqa: E402
 from blender_runner import BLENDERS  # noqa: E402
-from inference.ground.cameras import blender_to_cam2world, BlenderCamera, project_points, split_camera_label  # noqa: E402
+
 from inference.batch import labels as dataset_labels  # noqa: E402
 from inference.batch import manifest as manifests  # noqa: E402
 from inference.batch.progress import duration_text  # noqa: E402
 from inference.batch.runner import config_from_dict, plan  # noqa: E402
 from inference.batch.views import ViewSpec, mirrored_cam2world, sample_poses, view_cameras  # noqa: E402
 from inference.fitting.invert import STEP_BUDGETS, parse_budget  # noqa: E402
+from inference.ground.cameras import BlenderCamera, blender_to_cam2world, project_points, split_camera_label  # noqa: E402
 
 PHOTOS = ROOT / "tests" / "data" / "photos"
 SMALL = ["--steps", "preview", "--views", "3", "--size", "64", "--render-samples", "4", "--texture-size", "1024",
@@ -172,7 +173,7 @@ def test_cameras_follow_the_distribution_and_the_item():
 def test_a_mirrored_camera_sees_the_mirrored_image():
     cam2world = view_cameras(ViewSpec(count=1, distribution="uniform"), seed=3)[0][0]
     intrinsics = view_cameras(ViewSpec(count=1), seed=3)[1]
-    points = np.random.default_rng(0).normal(0, 0.2, (50, 3)) + [0, 0, 0.2]
+    points = np.random.default_rng(0).normal(0, 0.2, (50, 3)) + np.array([0, 0, 0.2])
     pixels, _ = project_points(points, cam2world, intrinsics, (64, 64))
     mirrored, _ = project_points(points * [-1, 1, 1], mirrored_cam2world(cam2world), intrinsics, (64, 64))
     assert np.allclose(mirrored[:, 0], 64 - pixels[:, 0]) and np.allclose(mirrored[:, 1], pixels[:, 1])
@@ -206,7 +207,7 @@ def test_a_range_may_start_below_zero_as_written_in_the_readme(tmp_path):
 
 def test_a_pitch_range_past_89_degrees_is_refused():
     for pitches in ((-100, 100), (-100, 0), (0, 100)):
-        with pytest.raises(ValueError, match="within -89..89"):
+        with pytest.raises(ValueError, match=r"within -89\.\.89"):
             ViewSpec(pitch_range_deg=pitches)
     assert ViewSpec(pitch_range_deg=(-89, 89)).pitch_range_deg == (-89, 89)
 
@@ -261,7 +262,7 @@ def test_an_item_with_a_pass_missing_is_not_committed(tmp_path):
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
         (staging / name).write_bytes(b"" if name.endswith("normal.exr") else b"written")
     out = tmp_path / "out"
-    with pytest.raises(RuntimeError, match="000_depth.exr, items/x/base/views/000_normal.exr"):
+    with pytest.raises(RuntimeError, match=r"000_depth\.exr, items/x/base/views/000_normal\.exr"):
         manifests.commit_item(out, staging, "x", record)
     assert not manifests.is_finished(out, "x") and not (out / "dataset" / "x").exists()
 
@@ -282,7 +283,8 @@ def test_photo_sources_are_keyed_by_content(tmp_path):
     sources, skipped = manifests.photo_sources(tmp_path)
     sha = hashlib.sha256((PHOTOS / "congress_C000537.jpg").read_bytes()).hexdigest()
     assert [s.item_id for s in sources] == [f"photo-{sha[:16]}", sources[1].item_id]
-    assert sources[0].also == (str((tmp_path / "sub" / "copy.jpg").resolve()),) and skipped == [str(tmp_path / "notes.txt")]
+    assert sources[0].also == (str((tmp_path / "sub" / "copy.jpg").resolve()),)
+    assert skipped == [str(tmp_path / "notes.txt")]
 
 
 def test_settings_come_from_defaults_then_toml_then_options(tmp_path, monkeypatch):

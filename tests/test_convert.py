@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from inference.core.config import GeneratorConfig, RenderingConfig
 from inference.convert import convert
-from inference.ground.errors import CheckpointFormatError, ModelConfigError, ModelLoadError
+from inference.core.config import GeneratorConfig, RenderingConfig
 from inference.core.model_io import CONFIG_NAME, WEIGHTS_NAME, load_model, save_model
 from inference.core.networks.triplane import TriPlaneGenerator
+from inference.ground.errors import CheckpointFormatError, ModelConfigError, ModelLoadError
 
-FRONTAL = torch.tensor([[1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]])
+FRONTAL = torch.tensor([[1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1,
+                         4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]])
 
 
 def eg3d_shaped_config() -> GeneratorConfig:
@@ -144,7 +145,7 @@ def test_weights_of_another_architecture_are_reported(model_folder):
     other = eg3d_shaped_config()
     other.channel_max = 64
     other.save(model_folder / CONFIG_NAME)
-    with pytest.raises(ModelLoadError, match="wrong shape: backbone.synthesis.b4.const"):
+    with pytest.raises(ModelLoadError, match=r"wrong shape: backbone\.synthesis\.b4\.const"):
         load_model(model_folder)
 
 
@@ -153,5 +154,5 @@ def test_missing_or_foreign_config_is_reported(model_folder):
     with pytest.raises(ModelConfigError, match="not a TriFace generator config"):
         load_model(model_folder)
     (model_folder / CONFIG_NAME).unlink()
-    with pytest.raises(ModelConfigError, match="config.json not found"):
+    with pytest.raises(ModelConfigError, match=r"config\.json not found"):
         load_model(model_folder)

@@ -16,15 +16,23 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from inference.editing.directions import (DIRECTIONS_JSON, DIRECTIONS_TENSORS, Direction, DirectionsFileError,
-                                          EditDirections, edit_directions, load_directions, save_directions,
-                                          w_plus_offset)
-from inference.editing.learn import fit_boundary, layer_mean, orthogonalised, parse_layers
-from inference.ground.errors import TriFaceError
-from inference.evaluation.held_out import write_synthetic_photo
 from inference.core.model_io import DEFAULT_MODEL_DIR, load_model
-from inference.engine.session import Session
 from inference.core.synthetic.heads import sample_params
+from inference.editing.directions import (
+    DIRECTIONS_JSON,
+    DIRECTIONS_TENSORS,
+    Direction,
+    DirectionsFileError,
+    EditDirections,
+    edit_directions,
+    load_directions,
+    save_directions,
+    w_plus_offset,
+)
+from inference.editing.learn import fit_boundary, layer_mean, orthogonalised, parse_layers
+from inference.engine.session import Session
+from inference.evaluation.held_out import write_synthetic_photo
+from inference.ground.errors import TriFaceError
 
 ROOT = Path(__file__).resolve().parents[1]
 

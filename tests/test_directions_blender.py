@@ -10,8 +10,8 @@ import torch
 from blender_runner import BLENDERS, run_case
 from test_directions import _photo_folders, layoutless_model
 
-from inference.editing.directions import Direction, EditDirections, save_directions, w_plus_offset
 from inference.core.model_io import load_model
+from inference.editing.directions import Direction, EditDirections, save_directions, w_plus_offset
 
 pytest.importorskip("bpy", reason="the add-on tests need Blender's `bpy` module (pip install bpy==5.0.1)")
 PHOTO = Path(__file__).parent / "data" / "photos" / "congress_C000537.jpg"

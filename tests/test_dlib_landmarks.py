@@ -8,11 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.ground.cameras import intrinsics_matrix, orbit_cam2world, project_points
-from inference.core.synthetic.dlib_landmarks import (LandmarkDefinition, average_landmarks, definition_from_bins,
-                                                lift_to_surface, load_definition)
+from inference.core.synthetic.dlib_landmarks import (
+    LandmarkDefinition,
+    average_landmarks,
+    definition_from_bins,
+    lift_to_surface,
+    load_definition,
+)
 from inference.core.synthetic.ict import load_ict_model
 from inference.core.synthetic.raster import rasterize
+from inference.ground.cameras import intrinsics_matrix, orbit_cam2world, project_points
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,15 +10,25 @@ import pytest
 import scipy.ndimage
 import torch
 
-from inference.editing.detail import (AlignOptions, ViewRender, dense_flow, edit_correspondence, flow_image,
-                                      follow_edit, landmark_flow, occlusion_weight, sample_at, transfer_residual)
+from inference.core.synthetic.groundtruth import build_heads, render_heads
+from inference.core.synthetic.heads import HeadParams
+from inference.editing.detail import (
+    AlignOptions,
+    ViewRender,
+    dense_flow,
+    edit_correspondence,
+    flow_image,
+    follow_edit,
+    landmark_flow,
+    occlusion_weight,
+    sample_at,
+    transfer_residual,
+)
+from inference.engine.session import Session
 from inference.evaluation.edit_detail import POSE_SHRINK, SHAPE_EDIT, identity_direction, shape_params
 from inference.evaluation.held_out import synthetic_faces, write_synthetic_photo
 from inference.evaluation.metrics import psnr
 from inference.fitting.invert import use_weights
-from inference.engine.session import Session
-from inference.core.synthetic.groundtruth import build_heads, render_heads
-from inference.core.synthetic.heads import HeadParams
 
 SIZE = 128
 

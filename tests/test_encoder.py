@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
-from inference.ground.errors import ModelLoadError
 from inference.core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_model, save_encoder
 from inference.core.networks.encoder import EncoderConfig, LatentEncoder
+from inference.ground.errors import ModelLoadError
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.ground import wire
-from inference.editing import edit_directions
-from inference.ground.errors import UnknownFaceError
 from inference.core.model_io import DEFAULT_MODEL_DIR, load_model
-from inference.preprocess.decode import load_photo
+from inference.editing import edit_directions
 from inference.engine.session import Session
+from inference.ground import wire
+from inference.ground.errors import UnknownFaceError
+from inference.preprocess.decode import load_photo
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "tests" / "data" / "photos" / "congress_C000537.jpg"

@@ -1,4 +1,5 @@
-"""`python -m inference.evaluation.inversion`: the inversion evaluation runs end to end and its identity measure is sane."""
+"""`python -m inference.evaluation.inversion`: the inversion evaluation runs end to end and its identity measure is
+sane."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.ground.errors import NoFaceError
-from inference.preprocess.identity import identity_similarity, read_face
-from inference.evaluation.inversion import main
 from inference.core.model_io import DEFAULT_MODEL_DIR
+from inference.evaluation.inversion import main
+from inference.ground.errors import NoFaceError
 from inference.preprocess.decode import load_photo
+from inference.preprocess.identity import identity_similarity, read_face
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 needs_model = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.safetensors").is_file(),

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world
-from inference.ground.errors import ModelLoadError
-from inference.fitting.invert import STEP_BUDGETS, face_mask
 from inference.core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model, save_local_detail
 from inference.core.networks.local_detail import LocalDetail, LocalDetailConfig, LocalDetailNet
-from inference.fitting.pipeline import invert_photo
 from inference.core.render.rays import pixel_rays, project_pixels
+from inference.fitting.invert import STEP_BUDGETS, face_mask
+from inference.fitting.pipeline import invert_photo
+from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world
+from inference.ground.errors import ModelLoadError
 
 
 @pytest.fixture(scope="module")

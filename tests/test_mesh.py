@@ -9,10 +9,17 @@ import pytest
 import torch
 
 from inference.core.config import EG3D_PLANE_AXES, ORTHOGONAL_PLANE_AXES, GeneratorConfig, RenderingConfig
-from inference.ground.errors import NoSurfaceError
-from inference.core.mesh import (density_grid, extract_mesh, grid_coordinates, largest_component, marching_cubes,
-                            signed_volume, surface_density_grid)
+from inference.core.mesh import (
+    density_grid,
+    extract_mesh,
+    grid_coordinates,
+    largest_component,
+    marching_cubes,
+    signed_volume,
+    surface_density_grid,
+)
 from inference.core.networks.triplane import TriPlaneGenerator
+from inference.ground.errors import NoSurfaceError
 
 RADIUS = 0.3
 

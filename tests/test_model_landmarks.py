@@ -10,15 +10,15 @@ import torch
 from PIL import Image
 from turned_faces import inter_ocular, three_quarter_view
 
-from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world, project_points
-from inference.fitting.invert import STEP_BUDGETS, fit_w_plus, w_spread
 from inference.core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_model
-from inference.fitting.landmarks import LandmarkTarget, fit_to_landmarks, load_landmark_regressor, project
-from inference.fitting.pipeline import invert_photo
 from inference.core.synthetic.dlib_landmarks import load_definition
 from inference.core.synthetic.groundtruth import MM
 from inference.core.synthetic.heads import sample_params
 from inference.core.synthetic.ict import load_ict_model
+from inference.fitting.invert import STEP_BUDGETS, fit_w_plus, w_spread
+from inference.fitting.landmarks import LandmarkTarget, fit_to_landmarks, load_landmark_regressor, project
+from inference.fitting.pipeline import invert_photo
+from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world, project_points
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def model():
 
 def test_torch_projection_matches_the_numpy_one():
     c2w, k = orbit_cam2world(0.4, -0.2), intrinsics_matrix()
-    points = np.random.default_rng(0).normal(0, 0.1, (20, 3)) + [0, 0, 0.2]
+    points = np.random.default_rng(0).normal(0, 0.1, (20, 3)) + np.array([0, 0, 0.2])
     expected, _ = project_points(points, c2w, k, (512, 512))
     label = torch.tensor(camera_label(c2w, k), dtype=torch.float64)[None]
     got = project(torch.tensor(points)[None], label, 512)[0].numpy()

@@ -9,11 +9,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inference.core.config import EG3D_PLANE_AXES, ORTHOGONAL_PLANE_AXES, GeneratorConfig, RenderingConfig, ffhq512_config
+from inference.core.config import (
+    EG3D_PLANE_AXES,
+    ORTHOGONAL_PLANE_AXES,
+    GeneratorConfig,
+    RenderingConfig,
+    ffhq512_config,
+)
 from inference.core.networks.aware3d import aware3d_context
 from inference.core.networks.decoder import OSGDecoder
-from inference.core.networks.stylegan2 import (FullyConnectedLayer, MappingNetwork, SynthesisLayer, ToRGBLayer,
-                                          make_resample_filter, modulated_conv2d, upsample2d)
+from inference.core.networks.stylegan2 import (
+    FullyConnectedLayer,
+    MappingNetwork,
+    SynthesisLayer,
+    ToRGBLayer,
+    make_resample_filter,
+    modulated_conv2d,
+    upsample2d,
+)
 from inference.core.networks.superresolution import SuperResolution
 from inference.core.networks.triplane import TriPlaneGenerator
 from inference.core.render.rays import pixel_rays
@@ -110,7 +123,7 @@ def test_modulated_conv_of_a_frozen_weight_gives_the_fused_result_and_gradients(
         (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
         return out.detach(), xs.grad, ss.grad
 
-    for fused, unfused in zip(run(True), run(False)):
+    for fused, unfused in zip(run(True), run(False), strict=True):
         torch.testing.assert_close(unfused, fused, rtol=1e-5, atol=1e-5)
 
 
@@ -314,11 +327,11 @@ def test_aware3d_needs_three_distinct_planes():
 
 
 def tiny_config(**overrides) -> GeneratorConfig:
-    base = dict(name="tiny", z_dim=8, w_dim=16, triplane_resolution=16, triplane_channels=8, channel_base=256,
-                channel_max=32, plane_axes=ORTHOGONAL_PLANE_AXES, aware3d_layers=1, decoder_hidden=16,
-                decoder_output_dim=8, superresolution="hybrid2x", img_resolution=128,
-                rendering=RenderingConfig(depth_resolution=8, depth_resolution_importance=8,
-                                          neural_rendering_resolution=16))
+    base = {"name": "tiny", "z_dim": 8, "w_dim": 16, "triplane_resolution": 16, "triplane_channels": 8,
+            "channel_base": 256, "channel_max": 32, "plane_axes": ORTHOGONAL_PLANE_AXES, "aware3d_layers": 1,
+            "decoder_hidden": 16, "decoder_output_dim": 8, "superresolution": "hybrid2x", "img_resolution": 128,
+            "rendering": RenderingConfig(depth_resolution=8, depth_resolution_importance=8,
+                                         neural_rendering_resolution=16)}
     base.update(overrides)
     return GeneratorConfig(**base)
 
@@ -327,7 +340,8 @@ def test_full_generator_is_deterministic_and_shaped():
     torch.manual_seed(10)
     generator = TriPlaneGenerator(tiny_config()).eval()
     z = torch.randn(2, 8)
-    c = torch.tensor([[1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1]] * 2)
+    c = torch.tensor([[1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1,
+                       4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1]] * 2)
     with torch.no_grad():
         a, b = generator(z, c), generator(z, c)
     assert a["planes"].shape == (2, 3, 8, 16, 16)
@@ -368,7 +382,8 @@ def test_an_untrained_high_resolution_branch_is_the_bilinearly_upsampled_base_an
     with torch.no_grad():
         base = generator.synthesize_planes(ws, hires=False)
         fine = generator.synthesize_planes(ws)
-        c = torch.tensor([[1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]])
+        c = torch.tensor([[1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1,
+                           4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]])
         two_d = generator.render_2d(ws, c)["image"]
         assert torch.equal(two_d, generator.render(base, ws, c)["image"])
     assert base.shape == (1, 3, 8, 16, 16) and fine.shape == (1, 3, 8, 64, 64)

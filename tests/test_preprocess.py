@@ -193,7 +193,7 @@ def test_only_an_upright_8_bit_jpeg_or_png_stands_for_its_own_pixels(tmp_path):
 
 def test_an_unknown_format_says_which_formats_are_read(tmp_path):
     (tmp_path / "scan.xyz").write_bytes(b"\x00\x01 no image format starts like this" * 20)
-    with pytest.raises(PhotoError, match="scan.xyz: not an image format.*HEIC/HEIF or AVIF"):
+    with pytest.raises(PhotoError, match=r"scan\.xyz: not an image format.*HEIC/HEIF or AVIF"):
         load_photo(tmp_path / "scan.xyz")
 
 
@@ -206,13 +206,13 @@ def test_too_many_megapixels_is_refused(tmp_path):
 def test_truncated_jpeg_raises_photo_error(tmp_path):
     data = (PHOTOS / "congress_C000537.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
-    with pytest.raises(PhotoError, match="cut.jpg.*corrupt or truncated"):
+    with pytest.raises(PhotoError, match=r"cut\.jpg.*corrupt or truncated"):
         load_photo(tmp_path / "cut.jpg")
 
 
 def test_text_file_raises_photo_error(tmp_path):
     (tmp_path / "notes.jpg").write_text("not a picture")
-    with pytest.raises(PhotoError, match="notes.jpg"):
+    with pytest.raises(PhotoError, match=r"notes\.jpg"):
         load_photo(tmp_path / "notes.jpg")
 
 
@@ -320,7 +320,7 @@ def test_two_faces_come_largest_first():
 
 
 def test_blank_image_has_no_face():
-    with pytest.raises(NoFaceError, match="blank.png: use a photo"):
+    with pytest.raises(NoFaceError, match=r"blank\.png: use a photo"):
         select_face(detect_faces(np.full((300, 400, 3), 128, np.uint8)), photo_name="blank.png")
 
 
@@ -386,8 +386,8 @@ def test_real_photos_fit_the_mean_head(name):
     # leaves about 9% of the inter-ocular distance, and a wrong pose leaves several times that.
     assert alignment.residual_px < 0.12 * _inter_ocular(landmarks)
     # The eyes change least between people; they must land where the mean head's eyes are.
-    model_in_crop, _ = project_points(A.mean_landmarks_3d().at(alignment.yaw), alignment.cam2world, alignment.intrinsics,
-                                      (512, 512))
+    model_in_crop, _ = project_points(A.mean_landmarks_3d().at(alignment.yaw), alignment.cam2world,
+                                      alignment.intrinsics, (512, 512))
     eye_error = np.linalg.norm(alignment.landmarks_crop[36:48] - model_in_crop[36:48], axis=1)
     assert np.sqrt(np.mean(eye_error ** 2)) < 0.05 * _inter_ocular(alignment.landmarks_crop)
 

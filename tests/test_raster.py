@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from inference.ground import cameras as C
 from inference.core.render.rays import pixel_rays
 from inference.core.synthetic import raster as R
+from inference.ground import cameras as C
 
 EDGE_MARGIN = 1e-6  # pixel centres this close (in pixels) to a projected edge may go either way
 
@@ -53,7 +53,7 @@ def _icosphere(radius: float, level: int) -> tuple[torch.Tensor, torch.Tensor]:
     for _ in range(level):
         midpoints: dict[tuple[int, int], int] = {}
 
-        def mid(a: int, b: int) -> int:
+        def mid(a: int, b: int, midpoints: dict[tuple[int, int], int] = midpoints) -> int:
             key = (min(a, b), max(a, b))
             if key not in midpoints:
                 m = verts[a] + verts[b]
@@ -110,7 +110,7 @@ def test_interpolated_world_position_lies_on_the_ray_at_the_reported_depth():
     u /= np.linalg.norm(u)
     v = np.cross(normal, u)
     corners = [0.6 * (math.cos(a) * u + math.sin(a) * v) for a in (0.3, 2.4, 4.4)]
-    verts, faces = torch.tensor(np.array(corners) + [0.05, -0.02, 0.1]), torch.tensor([[0, 1, 2]])
+    verts, faces = torch.tensor(np.array(corners) + np.array([0.05, -0.02, 0.1])), torch.tensor([[0, 1, 2]])
     frags = R.rasterize(verts, faces, cam2world, k, 96)
     position = R.interpolate(verts, frags, faces)
     origins, dirs = _rays(cam2world, k, 96)
@@ -149,7 +149,7 @@ def test_coverage_agrees_with_project_points_on_a_non_square_image():
         for y in (-0.15, 0.0, 0.15):
             angles = rng.uniform(0, 2 * math.pi) + np.array([0.0, 2.1, 4.2])
             offsets = 0.05 * np.stack([np.cos(angles), np.sin(angles), rng.uniform(-0.6, 0.6, 3)], -1)
-            triangles.append(offsets + [x, y, rng.uniform(-0.2, 0.2)])
+            triangles.append(offsets + np.array([x, y, rng.uniform(-0.2, 0.2)]))
     verts = torch.tensor(np.concatenate(triangles))
     faces = torch.arange(len(verts)).reshape(-1, 3)
     frags = R.rasterize(verts, faces, cam2world, k, (height, width))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world
+from inference.core.latent import sample_z
+from inference.core.model_io import DEFAULT_MODEL_DIR, load_model
 from inference.fitting.invert import (
     FULL_SAMPLING,
     STEP_BUDGETS,
@@ -23,8 +24,7 @@ from inference.fitting.invert import (
     use_weights,
     w_spread,
 )
-from inference.core.latent import sample_z
-from inference.core.model_io import DEFAULT_MODEL_DIR, load_model
+from inference.ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,8 @@ def test_budgets_read_from_the_command_line():
     assert parse_budget("7") == Budget(7, 0)
     budget = parse_budget("fast,stride=3,fit=20,coarse=0.25,colour_only=0")
     assert (budget.fit_steps, budget.tune_steps) == (20, STEP_BUDGETS["fast"].tune_steps)
-    assert (budget.sampling.ray_stride, budget.sampling.coarse_fraction, budget.sampling.colour_only) == (3, 0.25, False)
+    assert (budget.sampling.ray_stride, budget.sampling.coarse_fraction,
+            budget.sampling.colour_only) == (3, 0.25, False)
     for bad in ("fastest", "fast,stride", "fast,speed=2"):
         with pytest.raises(ValueError, match="budget"):
             parse_budget(bad)
@@ -189,7 +190,7 @@ def test_a_budget_names_its_precision(setup):
     # Even the plain full render (the budgets as they were) renders through a step once it is not float32.
     assert StepPlan(setup[0], parse_budget("fast-before,precision=bfloat16").sampling, 5).render(0) \
         is not None
-    with pytest.raises(ValueError, match="unknown precision 'half'.*float32, bfloat16.*budget"):
+    with pytest.raises(ValueError, match=r"unknown precision 'half'.*float32, bfloat16.*budget"):
         parse_budget("fast,precision=half")
 
 

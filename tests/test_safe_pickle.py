@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from inference.ground.errors import CheckpointFormatError, UnsafePickleError
 from inference.core.safe_pickle import EG3DSnapshot, load_eg3d_snapshot
+from inference.ground.errors import CheckpointFormatError, UnsafePickleError
 
 FAKE_MODULES = ("torch_utils", "torch_utils.persistence", "training", "training.triplane",
                 "training.networks_stylegan2", "training.volumetric_rendering",
@@ -67,8 +67,8 @@ def fake_eg3d_modules(marker: Path) -> Iterator[types.SimpleNamespace]:
             state = dict(self.__dict__)
             for key in ("_parameters", "_buffers", "_modules"):  # EG3D-era torch kept OrderedDicts
                 state[key] = OrderedDict(state[key])
-            meta = dict(type="class", version=4, module_src=module_src,
-                        class_name=type(self).__name__, state=state)
+            meta = {"type": "class", "version": 4, "module_src": module_src,
+                    "class_name": type(self).__name__, "state": state}
             return (_reconstruct_persistent_obj, (meta,))
 
     class EasyDict(dict):
@@ -135,9 +135,9 @@ def _snapshot_dict(fake: types.SimpleNamespace) -> dict[str, Any]:
     rendering = fake.EasyDict(ray_start=np.float32(2.25), depth_resolution=np.int64(48), box_warp=1,
                               c_gen_conditioning_zero=np.bool_(False),
                               avg_camera_pivot=[0, 0, np.float64(0.2)])
-    kwargs = dict(z_dim=np.int64(512), c_dim=25, img_resolution=512, rendering_kwargs=rendering,
-                  mapping_kwargs=fake.EasyDict(num_layers=np.int64(2)), sr_kwargs={"channels": (128, 256)},
-                  fused_modconv_default="inference_only", conv_clamp=None)
+    kwargs = {"z_dim": np.int64(512), "c_dim": 25, "img_resolution": 512, "rendering_kwargs": rendering,
+              "mapping_kwargs": fake.EasyDict(num_layers=np.int64(2)), "sr_kwargs": {"channels": (128, 256)},
+              "fused_modconv_default": "inference_only", "conv_clamp": None}
     return {"training_set_kwargs": fake.EasyDict(path="ffhq.zip", resolution=np.int64(512)),
             "G": fake.TriPlaneGenerator(**kwargs), "D": None, "G_ema": fake.TriPlaneGenerator(**kwargs),
             "augment_pipe": None}
@@ -280,7 +280,7 @@ def test_refuses_persistent_ids(tmp_path: Path) -> None:
     with pytest.raises(CheckpointFormatError, match="persistent ids"):
         load_eg3d_snapshot(path)
     torch.save({"w": torch.ones(2)}, tmp_path / "model.pt")  # a zip archive, not a snapshot
-    with pytest.raises(CheckpointFormatError, match="model.pt"):
+    with pytest.raises(CheckpointFormatError, match=r"model\.pt"):
         load_eg3d_snapshot(tmp_path / "model.pt")
 
 
@@ -301,7 +301,7 @@ def test_not_a_pickle(tmp_path: Path, content: bytes) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointFormatError, match="missing.pkl"):
+    with pytest.raises(CheckpointFormatError, match=r"missing\.pkl"):
         load_eg3d_snapshot(tmp_path / "missing.pkl")
 
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from inference.ground.cameras import frontal_camera_label, project_points, split_camera_label
-from inference.core.synthetic.groundtruth import (MM, build_heads, orbit_cameras, render_heads, sigma_target,
-                                             surface_samples)
+from inference.core.synthetic.groundtruth import (
+    MM,
+    build_heads,
+    orbit_cameras,
+    render_heads,
+    sigma_target,
+    surface_samples,
+)
 from inference.core.synthetic.heads import HeadParams, albedo, sample_params, z_dim
 from inference.core.synthetic.ict import CM_PER_UNIT, load_ict_model
+from inference.ground.cameras import frontal_camera_label, project_points, split_camera_label
 
 
 def test_neutral_head_is_framed_like_ffhq_inside_the_box():

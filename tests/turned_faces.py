@@ -8,10 +8,10 @@ import functools
 import numpy as np
 import torch
 
-from inference.ground.cameras import project_points
 from inference.core.synthetic.dlib_landmarks import load_definition
 from inference.core.synthetic.groundtruth import build_heads, orbit_cameras, render_heads
 from inference.core.synthetic.heads import sample_params
+from inference.ground.cameras import project_points
 
 SIZE = 256
 

@@ -31,7 +31,7 @@ class TRIFACE_OT_reset_edits(_FaceOperator):
 
     bl_idname = "triface.reset_edits"
     bl_label = "Reset"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = frozenset({"REGISTER", "UNDO"})
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         head = _active_face(context)
@@ -49,7 +49,7 @@ class TRIFACE_OT_resynthesize(_FaceOperator):
 
     bl_idname = "triface.resynthesize"
     bl_label = "Re-synthesise"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = frozenset({"REGISTER", "UNDO"})
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         head = _active_face(context)
@@ -65,7 +65,7 @@ class TRIFACE_OT_apply_as_new(_FaceOperator):
 
     bl_idname = "triface.apply_as_new"
     bl_label = "Apply as New Object"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = frozenset({"REGISTER", "UNDO"})
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         copy = scene.copy_as_new_object(_active_face(context))

@@ -3,6 +3,7 @@ request per source, synchronous in background mode and modal (progress, preview 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -72,10 +73,8 @@ class FaceImport:
             self._submit()
             if self.job is None:
                 continue
-            try:
+            with contextlib.suppress(EngineError):   # the job holds its error: settling reports it
                 self.client.wait(self.job, on_partial=lambda manifest: self._show_preview(context, manifest))
-            except EngineError:
-                pass   # the job holds its error: settling reports it
             self._settle(context)
 
     def cancel(self) -> None:
@@ -278,7 +277,7 @@ class TRIFACE_OT_import_face(_EngineImport, ImportHelper):
 
     bl_idname = "triface.import_face"
     bl_label = "Import Face from Photo"
-    bl_options = {"REGISTER", "UNDO", "PRESET"}
+    bl_options = frozenset({"REGISTER", "UNDO", "PRESET"})
 
     filter_glob: StringProperty(default=PHOTO_FILTER, options={"HIDDEN"})
     files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
@@ -317,7 +316,7 @@ class TRIFACE_OT_add_random_face(_EngineImport):
 
     bl_idname = "triface.add_random_face"
     bl_label = "Random Face"
-    bl_options = {"REGISTER", "UNDO", "PRESET"}
+    bl_options = frozenset({"REGISTER", "UNDO", "PRESET"})
 
     seed: IntProperty(name="Seed", default=0, min=0, description="Which head: the same seed gives the same head")
     count: IntProperty(name="Count", default=1, min=1, soft_max=16, description="Heads to draw (seeds from Seed on)")

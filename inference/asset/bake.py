@@ -425,7 +425,7 @@ def _bake_with(model_future: Future, uvs: np.ndarray, uv_triangles: np.ndarray, 
     linear_photos = [torch.from_numpy(_SRGB8_TO_LINEAR[v.pixels]).permute(2, 0, 1)[None].contiguous() for v in views]
     surface = torch.from_numpy(np.concatenate([vertices, normals], axis=1).astype(np.float32))
     seen = []
-    for visibility, linear_photo in zip(visibilities, linear_photos):
+    for visibility, linear_photo in zip(visibilities, linear_photos, strict=True):
         # Only texels on triangles that face the camera can be seen: the rest (most of the head) skip the tests.
         facing = visibility.facing_triangles(vertices, normals, triangles)
         index = np.flatnonzero(facing[texels.triangle])
@@ -445,7 +445,7 @@ def _bake_with(model_future: Future, uvs: np.ndarray, uv_triangles: np.ndarray, 
         flagged = np.ones(len(triangles), bool) if mirror_triangles is None else np.asarray(mirror_triangles)
         mirror_corners = mirror[triangles]
         mirrored = []
-        for visibility, linear_photo in zip(visibilities, linear_photos):
+        for visibility, linear_photo in zip(visibilities, linear_photos, strict=True):
             index = np.flatnonzero((flagged & visibility.facing_triangles(vertices, normals, mirror_corners))
                                    [texels.triangle] & (weight < 0.99))
             m_weight, mu, mv = _photo_weight(visibility, texels.bary[index], mirror_corners[texels.triangle[index]],

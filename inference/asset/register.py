@@ -237,7 +237,7 @@ class _Surface:
             return self._closest(points)
         with ThreadPoolExecutor(len(chunks)) as pool:
             parts = list(pool.map(lambda chunk: self._closest(points[chunk]), chunks))
-        return tuple(np.concatenate(part) for part in zip(*parts))
+        return tuple(np.concatenate(part) for part in zip(*parts, strict=True))
 
     def _closest(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from trimesh.triangles import closest_point, points_to_barycentric
@@ -489,7 +489,7 @@ def _part_anchors(template: Template, fitted: np.ndarray, workers: int) -> list[
     skin_tree = cKDTree(fitted[:SKIN_VERTICES])
     parts = [template.part_vertices(part) for part in RIGID_PARTS]
     _, nearest = skin_tree.query(fitted[np.concatenate(parts)], k=4, workers=workers)
-    return list(zip(parts, np.split(nearest, np.cumsum([len(index) for index in parts])[:-1])))
+    return list(zip(parts, np.split(nearest, np.cumsum([len(index) for index in parts])[:-1]), strict=True))
 
 
 _SKIN_OPERATORS: dict[tuple[int, float], tuple[Template, scipy.sparse.csr_matrix, scipy.sparse.csr_matrix]] = {}

@@ -16,28 +16,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.export import write_png
+from ..core.mesh import Mesh, sample_colors
+from ..core.networks.local_detail import LocalDetail, ViewsDetail
+from ..core.networks.triplane import TriPlaneGenerator
+from ..fitting.invert import ProgressFn, face_mask, use_weights
+from ..fitting.pipeline import FaceFit, ViewFit, feathered
 from ..ground.cameras import (
     BlenderCamera,
     cam2world_to_blender,
     eg3d_to_blender_points,
     orbit_cam2world,
 )
-from .bake import PhotoView
-from .build import TEXTURE_SIZES, TOPOLOGIES, HeadAsset, raw_asset, template_asset
-from .register import RegistrationOptions
 from ..ground.errors import TriFaceError
-from ..core.export import write_png
-from ..fitting.invert import ProgressFn, face_mask, use_weights
-from ..core.mesh import Mesh, sample_colors
-from ..core.networks.local_detail import LocalDetail, ViewsDetail
-from ..core.networks.triplane import TriPlaneGenerator
+from ..ground.wire import save_arrays
 from ..preprocess.align import (
     photo_camera,
 )
 from ..preprocess.decode import Photo, load_photo, save_pixels
-from ..ground.wire import save_arrays
-
-from ..fitting.pipeline import FaceFit, ViewFit, feathered
+from .bake import PhotoView
+from .build import TEXTURE_SIZES, TOPOLOGIES, HeadAsset, raw_asset, template_asset
+from .register import RegistrationOptions
 
 ORBIT_YAWS = (-0.6, -0.3, 0.0, 0.3, 0.6)   # radians around the pivot: EG3D's typical pose range
 ORBIT_RESOLUTION = (512, 512)
@@ -260,7 +259,7 @@ def write_face_result(job_dir: Path, generator: TriPlaneGenerator, fit: FaceFit,
         "faces_found": fit.faces_found,
         "model": cfg.name,
         "mesh": {"file": "mesh.npz", "topology": asset.topology, "arrays": sorted(arrays),
-                 "vertices": int(len(asset.vertices)), "polygons": int(len(asset.polygon_sizes)),
+                 "vertices": len(asset.vertices), "polygons": len(asset.polygon_sizes),
                  "materials": list(asset.materials), "colour_space": "sRGB"},
         "texture": texture,
         "shape_keys": shape_keys,
@@ -288,7 +287,7 @@ def views_manifest(generator: TriPlaneGenerator, fit: FaceFit, photo_images: lis
     camera (as `input_camera` in `write_face_result`) and the photo's landmarks."""
     mpu = generator.config.metres_per_unit
     entries = []
-    for view, image in zip([fit, *fit.views], photo_images):
+    for view, image in zip([fit, *fit.views], photo_images, strict=True):
         width, height = view.alignment.photo_size
         cam2world, intrinsics = photo_camera(view.alignment)
         camera = cam2world_to_blender(cam2world, intrinsics, mpu, resolution=(width, height))

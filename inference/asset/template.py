@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ground.cameras import yaw_weights
 from ..core.synthetic.dlib_landmarks import load_definition
 from ..core.synthetic.ict import DATA_DIR, PART_VERTEX_RANGES, load_ict_model
+from ..ground.cameras import yaw_weights
 
 LAYOUT_PATH = Path(__file__).resolve().parent / "uv_layout.npz"
 TEMPLATE_VERTICES = 24591           # face ... iris right (ICT's vertices [0, 24591))

@@ -22,8 +22,8 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", "
                               ".apng", ".avif", ".dib", ".eps", ".ps", ".fit", ".fits", ".flc", ".fli", ".ftc",
                               ".ftu", ".gbr", ".h5", ".hdf", ".icb", ".iim", ".j2c", ".jpc", ".jpf", ".mpg",
                               ".mpeg", ".mpo", ".pcd", ".pxr", ".psd", ".qoi", ".ras", ".vda", ".vst", ".wmf",
-                              ".emf", ".xpm", ".grib", ".bufr", ".cur", ".dcx", ".pdf", ".avifs", ".palm", ".pfm", ".heic", ".heics", ".heif",
-                              ".heifs", ".hif"})
+                              ".emf", ".xpm", ".grib", ".bufr", ".cur", ".dcx", ".pdf", ".avifs", ".palm", ".pfm",
+                              ".heic", ".heics", ".heif", ".heifs", ".hif"})
 
 
 def label_key(path: str | Path) -> str:

@@ -12,6 +12,7 @@ withdrawn: its items leave the dataset at the rerun and at the merge. See `manif
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -226,10 +227,8 @@ def _kill(process: subprocess.Popen) -> None:
     """The worker and everything it started (its engine): they share a session, which outlives a crashed
     worker while its engine runs. Its stdin closes too, which ends the worker by itself (see
     scripts/batch_worker.py) should the signal miss."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):   # the worker and its engine have already gone
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):   # the worker and its engine have already gone
-        pass
     process.wait()
     if process.stdin is not None and not process.stdin.closed:
         process.stdin.close()
@@ -317,9 +316,8 @@ def run(config: BatchConfig, log: Callable[[str], None] = print) -> dict:
         if manifests.is_finished(out, source.item_id):
             entry.update(status="done")
             entry.pop("reason", None)
-        elif entry.get("status") == "done":   # its files were deleted since: make it again
-            entry.update(status="pending", attempts=0)
-        elif config.retry_failed and entry.get("status") == "failed":
+        elif entry.get("status") == "done" or (config.retry_failed and entry.get("status") == "failed"):
+            # done, but its files were deleted since; or failed, and failures are retried: make it again
             entry.update(status="pending", attempts=0)
         else:
             entry.setdefault("status", "pending")
@@ -566,7 +564,7 @@ def merge(out: Path, log: Callable[[str], None] = print) -> dict:
                 if "mirror" in view:
                     labels[_dataset_path(view["mirror"]["image"])] = view["mirror"]["label"]
     count = write_dataset_json(out / "dataset", labels.items())
-    problems = loader_problems(out / "dataset", {k: v for k, v in labels.items()})
+    problems = loader_problems(out / "dataset", dict(labels))
     if problems:
         log(f"warning: {len(problems)} images in {out / 'dataset'} are not labelled (files the batch did not "
             f"make: move them out of {out / 'dataset'}), e.g. {problems[0]}")

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ground.cameras import DEFAULT_PIVOT, DEFAULT_RADIUS, FRONTAL_FOCAL, camera_label, intrinsics_matrix, orbit_cam2worlds
+from ..ground.cameras import (
+    DEFAULT_PIVOT,
+    DEFAULT_RADIUS,
+    FRONTAL_FOCAL,
+    camera_label,
+    intrinsics_matrix,
+    orbit_cam2worlds,
+)
 
 DISTRIBUTIONS = ("gaussian", "uniform", "orbit")
 
@@ -39,7 +46,7 @@ class ViewSpec:
         for name, (low, high) in (("yaw", self.yaw_range_deg), ("pitch", self.pitch_range_deg)):
             if low > high:
                 raise ValueError(f"the {name} range {low}..{high} is empty")
-        if not (-89.0 <= self.pitch_range_deg[0] and self.pitch_range_deg[1] <= 89.0):
+        if not (self.pitch_range_deg[0] >= -89.0 and self.pitch_range_deg[1] <= 89.0):
             low, high = self.pitch_range_deg
             raise ValueError(f"the pitch range {low}..{high} must stay within -89..89 degrees (at +-90 the "
                              "camera looks straight down or up)")

@@ -164,7 +164,7 @@ class GeneratorConfig:
         return {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "generator": data}
 
     @classmethod
-    def from_json_dict(cls, data: dict[str, Any], source: str = "config") -> "GeneratorConfig":
+    def from_json_dict(cls, data: dict[str, Any], source: str = "config") -> GeneratorConfig:
         if data.get("format") != CONFIG_FORMAT:
             raise ModelConfigError(f"{source}: not a TriFace generator config (format={data.get('format')!r})")
         if data.get("version") != CONFIG_VERSION:
@@ -185,7 +185,7 @@ class GeneratorConfig:
         atomic_write_text(path, json.dumps(self.to_json_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: Path) -> "GeneratorConfig":
+    def load(cls, path: Path) -> GeneratorConfig:
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError as exc:

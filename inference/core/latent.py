@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .config import GeneratorConfig
 from ..ground.errors import ModelConfigError
+from .config import GeneratorConfig
 
 
 def sample_z(config: GeneratorConfig, count: int, seed: int) -> torch.Tensor:

@@ -16,9 +16,9 @@ import safetensors
 import safetensors.torch
 import torch
 
-from .config import GeneratorConfig
 from ..ground.errors import ModelConfigError, ModelLoadError
 from ..ground.fileio import atomic_write, atomic_write_text
+from .config import GeneratorConfig
 from .networks.encoder import EncoderConfig, LatentEncoder
 from .networks.local_detail import LocalDetailConfig, LocalDetailNet
 from .networks.triplane import TriPlaneGenerator

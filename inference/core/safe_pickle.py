@@ -95,7 +95,7 @@ def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, *_igno
     if len(size) != len(stride) or not all(isinstance(n, int) and n >= 0 for n in numbers):
         raise ValueError(f"a tensor has an invalid layout: offset {offset}, size {size}, stride {stride}")
     available = storage._untyped_storage.nbytes() // storage.dtype.itemsize
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if 0 not in size and last >= available:
         raise ValueError(f"a tensor of size {size} reads past the end of its storage ({available} elements)")
     empty = torch.empty((0,), dtype=storage.dtype)

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from ..core.export import tensor_to_uint8
-from ..fitting.invert import use_weights
 from ..core.networks.triplane import TriPlaneGenerator
+from ..fitting.invert import use_weights
 from ..fitting.pipeline import FaceFit
 
 CHUNK = 4   # cameras per forward pass: bounds the ray batch's memory

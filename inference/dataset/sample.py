@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world
-from ..ground.errors import NoFaceError
 from ..core.export import tensor_to_uint8, write_png
-from ..fitting.invert import ProgressFn
 from ..core.latent import sample_z
 from ..core.networks.triplane import TriPlaneGenerator
+from ..fitting.invert import ProgressFn
 from ..fitting.pipeline import FaceFit
+from ..ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world
+from ..ground.errors import NoFaceError
 from ..preprocess.align import Alignment
 from ..preprocess.decode import Photo, load_photo
 from ..preprocess.detect import detect_faces

@@ -33,15 +33,15 @@ import torch.nn.functional as F
 from scipy.interpolate import RBFInterpolator
 
 from ..asset.bake import PhotoView
-from ..ground.cameras import project_points
-from ..fitting.invert import face_mask, use_weights
-from ..fitting.landmarks import LandmarkRegressor
 from ..core.networks.local_detail import LocalDetail, ViewsDetail
 from ..core.networks.triplane import TriPlaneGenerator
+from ..core.render.rays import project_pixels
+from ..fitting.invert import face_mask, use_weights
+from ..fitting.landmarks import LandmarkRegressor
 from ..fitting.pipeline import FaceFit, feathered, photo_detail
+from ..ground.cameras import project_points
 from ..preprocess.align import Alignment, crop_photo
 from ..preprocess.decode import Photo, load_photo
-from ..core.render.rays import project_pixels
 
 MAX_BAKE_CROP = 2048   # px: the largest crop of the photo made for the texture (see `bake_crop_size`)
 
@@ -163,7 +163,8 @@ def landmark_flow(points_from: np.ndarray, points_to: np.ndarray, resolution: in
     motion along the image border so that it does not extrapolate a mouth's motion across the whole head."""
     border = np.linspace(0.0, resolution, 9)
     ring = np.concatenate([np.stack([border, np.zeros(9)], 1), np.stack([border, np.full(9, resolution)], 1),
-                           np.stack([np.zeros(7), border[1:-1]], 1), np.stack([np.full(7, resolution), border[1:-1]], 1)])
+                           np.stack([np.zeros(7), border[1:-1]], 1),
+                           np.stack([np.full(7, resolution), border[1:-1]], 1)])
     sources = np.concatenate([points_from, ring])
     motion = np.concatenate([points_to - points_from, np.zeros_like(ring)])
     spline = RBFInterpolator(sources, motion, kernel="thin_plate_spline", smoothing=smoothing, degree=1)
@@ -357,13 +358,15 @@ def align_view(generator: TriPlaneGenerator, w_before: torch.Tensor, w_after: to
         aligned = correspondence.transfer(detail.photo.float().cpu())
         region = correspondence.weight_at(size)
         if detail.region is not None:
-            region = correspondence.weight_at(detail.region.shape[-1]) * correspondence.warp(detail.region.float().cpu())
+            region = (correspondence.weight_at(detail.region.shape[-1])
+                      * correspondence.warp(detail.region.float().cpu()))
         new_detail = photo_detail(generator, detail.net, w_after, tuned, aligned.to(device), camera.to(device),
                                   region.to(device))
     view = None
     if pixels is not None:
         size = bake_crop_size(alignment)
-        crop = torch.from_numpy(np.array(crop_photo(pixels, alignment, size))).permute(2, 0, 1)[None].float() / 127.5 - 1
+        crop = (torch.from_numpy(np.array(crop_photo(pixels, alignment, size))).permute(2, 0, 1)[None].float()
+                / 127.5 - 1)
         aligned = correspondence.transfer(crop)
         weights = correspondence.weight_at(size)[0, 0].numpy() * inside_photo(alignment, size)
         if generator.config.extras.get("hair", True) is False:

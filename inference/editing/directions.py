@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from ..ground.errors import TriFaceError
 from ..core.latent import sample_z
 from ..core.networks.triplane import TriPlaneGenerator
+from ..ground.errors import TriFaceError
 
 DIRECTIONS_JSON = "directions.json"
 DIRECTIONS_TENSORS = "directions.safetensors"
@@ -132,7 +132,7 @@ class EditDirections:
             edited = edited + clamped * direction.offset.to(w_plus)
         return edited
 
-    def merged(self, others: "EditDirections") -> "EditDirections":
+    def merged(self, others: EditDirections) -> EditDirections:
         """These directions with `others` added; one of `others` replaces one of these with the same name."""
         replaced = {d.name: d for d in others.items}
         kept = [replaced.pop(d.name, d) for d in self.items]

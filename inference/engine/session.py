@@ -51,23 +51,22 @@ import torch
 from .. import __version__
 from ..asset.build import warm_caches
 from ..asset.register import RegistrationOptions
+from ..asset.result import AssetRequest, camera_photo, head_asset, mesh_landmarks, views_manifest, write_face_result
+from ..core.export import write_png
+from ..core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model, select_device
 from ..dataset.neural import neural_views
 from ..dataset.sample import sampled_face
 from ..editing import EditDirections, edit_directions
 from ..editing.detail import follow_edit
 from ..editing.directions import DirectionsFileError, file_directions, save_directions
 from ..editing.learn import fit_boundary, layer_mean, learned_direction, parse_layers
-from ..ground.errors import TriFaceError, UnknownFaceError
 from ..fitting.invert import Budget, ProgressFn, parse_budget, w_spread
-from ..core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model, select_device
 from ..fitting.landmarks import load_landmark_regressor
-from ..core.export import write_png
-from ..multiview import identity_warnings, invert_photos
-from ..asset.result import (AssetRequest, camera_photo, head_asset, mesh_landmarks, views_manifest,
-                            write_face_result)
 from ..fitting.pipeline import FaceFit, face_mesh, invert_photo
-from ..preprocess.decode import Photo, load_photo, photo_files
+from ..ground.errors import TriFaceError, UnknownFaceError
 from ..ground.wire import PREVIEW_FOLDER, PROTOCOL_VERSION
+from ..multiview import identity_warnings, invert_photos
+from ..preprocess.decode import Photo, load_photo, photo_files
 
 MAX_CACHED_FACES = 16   # w_plus and camera only (a few kB each); bounded so a long session cannot grow forever
 MAX_CACHED_LATENTS = 4096   # learning's inversions (w_plus only, at most ~30 kB each), by photo and budget
@@ -438,7 +437,7 @@ def _photo_files(photos: list[Path], params: dict[str, Any]) -> list[Path]:
 
 def _with_photo_files(fit: FaceFit, files: list[Path]) -> FaceFit:
     """The face with its photos read from `files` (the main one first)."""
-    views = [dataclasses.replace(view, photo=file) for view, file in zip(fit.views, files[1:])]
+    views = [dataclasses.replace(view, photo=file) for view, file in zip(fit.views, files[1:], strict=True)]
     return dataclasses.replace(fit, photo=files[0], views=views)
 
 

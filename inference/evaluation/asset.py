@@ -31,22 +31,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..ground.allocator import configure_allocator
-from ..ground.cameras import intrinsics_matrix, orbit_cam2world
-from .metrics import machine_info, peak_rss_mib
-from ..preprocess.decode import photo_files
-from .held_out import step_budget, synthetic_faces, write_synthetic_photo
-from .bench import PeakMemory
-from .generator import surface_figures
-from ..ground.fileio import atomic_write_text
-from ..core.synthetic.groundtruth import build_heads
-from ..core.synthetic.heads import sample_params
-from ..core.synthetic.raster import rasterize
-from ..ground.threads import configure_threads
 from ..asset.bake import BakeOptions, PhotoView, bake_texture, interpolate, linear_to_srgb, srgb_to_linear, texel_map
 from ..asset.quality import intersecting_triangles
 from ..asset.register import register_template, vertex_normals
 from ..asset.template import FACE_AREA_VERTICES, SKIN_VERTICES, Template, landmark_points, load_template, split_polygons
+from ..core.synthetic.groundtruth import build_heads
+from ..core.synthetic.heads import sample_params
+from ..core.synthetic.raster import rasterize
+from ..ground.allocator import configure_allocator
+from ..ground.cameras import intrinsics_matrix, orbit_cam2world
+from ..ground.fileio import atomic_write_text
+from ..ground.threads import configure_threads
+from ..preprocess.decode import photo_files
+from .bench import PeakMemory
+from .generator import surface_figures
+from .held_out import step_budget, synthetic_faces, write_synthetic_photo
+from .metrics import machine_info, peak_rss_mib
 
 TRUTH_SEED = 3_000_017          # the heads registration is measured on: a stream nothing else draws from
 PIVOT = np.array([0.0, 0.0, 0.2])
@@ -187,7 +187,8 @@ def through_pipeline(pipeline: Pipeline, count: int, mm_per_unit: float) -> list
                     **asset_figures(run, mm_per_unit)}
             items.append(item)
             print(f"  {name}: vertex error {item['vertex_error_mm_median']:.2f} mm, Chamfer template "
-                  f"{item['template_chamfer_mm_median']:.2f} / reconstruction {item['reconstruction_chamfer_mm_median']:.2f} mm, "
+                  f"{item['template_chamfer_mm_median']:.2f} / reconstruction "
+                  f"{item['reconstruction_chamfer_mm_median']:.2f} mm, "
                   f"to reconstruction {item['distance_to_reconstruction_mm_median']:.2f} mm, "
                   f"{item['seconds_after_fit']:.1f} s after the fit", file=sys.stderr, flush=True)
     return items

@@ -36,7 +36,8 @@ def measure(image: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
     eye_l, eye_r = p[36:42].mean(0), p[42:48].mean(0)
 
     def aspect(eye: np.ndarray) -> float:    # eye opening over eye width (the eye aspect ratio)
-        return (np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4])) / (2 * np.linalg.norm(eye[0] - eye[3]))
+        return ((np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4]))
+                / (2 * np.linalg.norm(eye[0] - eye[3])))
 
     radius = 0.12 * iod
     cheeks = np.concatenate([_patch(image, (p[2] + p[31] + eye_l) / 3, radius),
@@ -45,7 +46,8 @@ def measure(image: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
     brows = np.concatenate([_patch(image, p[19], 0.06 * iod), _patch(image, p[24], 0.06 * iod)])
     forehead = np.concatenate([_patch(image, p[19] - [0, 0.25 * iod], radius),
                                _patch(image, p[24] - [0, 0.25 * iod], radius)])
-    lips = np.concatenate([_patch(image, (p[50] + p[61]) / 2, 0.05 * iod), _patch(image, (p[58] + p[67]) / 2, 0.05 * iod)])
+    lips = np.concatenate([_patch(image, (p[50] + p[61]) / 2, 0.05 * iod),
+                           _patch(image, (p[58] + p[67]) / 2, 0.05 * iod)])
     return {
         "mouth_width": float(np.linalg.norm(p[54] - p[48]) / iod),
         "smile_lift": float(((p[51, 1] + p[57, 1]) / 2 - (p[48, 1] + p[54, 1]) / 2) / iod),

@@ -12,8 +12,9 @@ each with the detail aligned to the edit (`inference.editing.detail`) and withou
 it, before the edit). Besides the model's expression edits, `shape` changes the head's first ICT identity
 coefficient by +2 (its w offset averaged over the model's prior, as the expression directions are): the truth is
 as exact, the skin's painted detail moves with the surface, and the model represents identity well where its
-expressions barely move the surface. Also the edit's strength: PSNR between the truth's neutral and edited heads, and between the
-model's renders before and after the edit (the nearer to the truth's, the more the model's edit does).
+expressions barely move the surface. Also the edit's strength: PSNR between the truth's neutral and edited heads,
+and between the model's renders before and after the edit (the nearer to the truth's, the more the model's edit
+does).
 Poses are the held-out heads' own, halved: dlib misses most rasterised heads turned beyond about 20 degrees.
 """
 
@@ -34,24 +35,23 @@ import torch
 import torch.nn.functional as F
 
 from ..asset.build import HeadAsset
-from ..ground.cameras import camera_label, orbit_cam2world
-from ..ground.errors import TriFaceError
-from .metrics import json_safe, machine_info, peak_rss_mib
-from .held_out import synthetic_faces, write_synthetic_photo
-from .metrics import psnr
-from ..ground.fileio import atomic_write_text
-from ..fitting.invert import use_weights
+from ..asset.result import AssetRequest, head_asset, mesh_landmarks
 from ..core.latent import sample_z
 from ..core.model_io import DEFAULT_MODEL_DIR
 from ..core.networks.triplane import TriPlaneGenerator
-from ..asset.result import AssetRequest, head_asset, mesh_landmarks
-from ..fitting.pipeline import FaceFit, face_mesh
-from ..preprocess.decode import Photo, load_photo
-from ..engine.session import Session
 from ..core.synthetic.groundtruth import build_heads, render_heads
 from ..core.synthetic.heads import HeadParams
 from ..core.synthetic.raster import interpolate, rasterize
 from ..editing.detail import follow_edit
+from ..engine.session import Session
+from ..fitting.invert import use_weights
+from ..fitting.pipeline import FaceFit, face_mesh
+from ..ground.cameras import camera_label, orbit_cam2world
+from ..ground.errors import TriFaceError
+from ..ground.fileio import atomic_write_text
+from ..preprocess.decode import Photo, load_photo
+from .held_out import synthetic_faces, write_synthetic_photo
+from .metrics import json_safe, machine_info, peak_rss_mib, psnr
 
 NOVEL_YAW = math.radians(30)
 POSE_SHRINK = 0.5
@@ -178,7 +178,7 @@ def evaluate_head(session: Session, fit: FaceFit, photo: Photo, params: HeadPara
         asset, warnings = head_asset(generator, fit, w_plus, mesh, mesh_landmarks(fit, mesh), request, photo,
                                      edit_list, detail=detail, views=bake_views)
         record.setdefault("warnings", []).extend(warnings)
-        for (view, cam2world), image in zip(views.items(), neural):
+        for (view, cam2world), image in zip(views.items(), neural, strict=True):
             colour, _ = asset_image(asset, cam2world, alignment.intrinsics, resolution)
             target, mask, changed, _ = truth[view]
             record.setdefault("neural", {}).setdefault(key, {})[view] = figures_against(target, mask, changed, image)
@@ -245,7 +245,8 @@ def summary(items: list[dict], edits: list[str]) -> dict[str, Any]:
             for key in ("aligned", "unaligned"):
                 for view in ("input", "plus30"):
                     for region in ("head", "edited"):
-                        values = [r[branch][key][view][region] for r in chosen if r[branch][key][view][region] is not None]
+                        values = [r[branch][key][view][region] for r in chosen
+                                  if r[branch][key][view][region] is not None]
                         if values:
                             entry[f"{branch}.{key}.{view}.{region}"] = float(np.mean(values))
         entry["truth_edit_psnr.input"] = float(np.mean([r["truth_edit_psnr"]["input"] for r in chosen]))
@@ -267,7 +268,8 @@ def table(report: dict[str, Any]) -> str:
             for view in ("input", "plus30"):
                 cells = [entry.get(f"{branch}.{key}.{view}.{region}") for region in ("head", "edited")
                          for key in ("aligned", "unaligned")]
-                text = "".join(f"{'-' if c is None else f'{c:.2f}':>{w}}" for c, w in zip(cells, (15, 11, 20, 11)))
+                text = "".join(f"{'-' if c is None else f'{c:.2f}':>{w}}"
+                               for c, w in zip(cells, (15, 11, 20, 11), strict=True))
                 lines.append(f"{edit:<11}{entry['count']:>3} {branch:<7}{view:<7}{text}")
         lines.append(f"{'':<15}edit strength (input view, PSNR neutral vs edited): truth "
                      f"{entry['truth_edit_psnr.input']:.2f}, model {entry['model_edit_psnr.input']:.2f}")

@@ -1,7 +1,8 @@
 """How well a model's sliders edit: per direction, on held-out random heads, how far its own attribute moves and
 how far the others do (a matrix), and how much of the person's identity survives.
 
-    python -m inference.evaluation.editing [--model FOLDER] [--samples 16] [--strength 0.5] [--out bench/directions.json]
+    python -m inference.evaluation.editing [--model FOLDER] [--samples 16] [--strength 0.5]
+        [--out bench/directions.json]
 
 Each held-out head (z seeds from --seed on, truncation 0.7) is rendered from the frontal camera (the 3D branch's
 own image at --resolution: strictly what the head is, without the 2D super-resolution's guesses) before and after
@@ -23,16 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world
-from ..ground.errors import NoFaceError, TriFaceError
-from .metrics import machine_info
 from ..core.export import tensor_to_uint8
-from ..ground.fileio import atomic_write_text
 from ..core.latent import sample_z
 from ..core.model_io import DEFAULT_MODEL_DIR, load_model, select_device
 from ..core.networks.triplane import TriPlaneGenerator
-from .attributes import ATTRIBUTES, read_attributes
 from ..editing.directions import EditDirections, edit_directions
+from ..ground.cameras import camera_label, intrinsics_matrix, orbit_cam2world
+from ..ground.errors import NoFaceError, TriFaceError
+from ..ground.fileio import atomic_write_text
+from .attributes import ATTRIBUTES, read_attributes
+from .metrics import machine_info
 
 HELD_OUT_SEED = 900_001   # heads no training or fitting of this project draws
 # The attribute each of the bundled model's sliders is about (bold in the table); learned ones name none.
@@ -96,14 +97,14 @@ def evaluate_directions(generator: TriPlaneGenerator, directions: EditDirections
         rows[direction.name] = {
             "value": value, "kind": direction.kind, "method": direction.method.get("method", ""),
             "held_out_accuracy": direction.accuracy,
-            "change": dict(zip(ATTRIBUTES, mean_change.round(5).tolist())),
-            "change_sd": dict(zip(ATTRIBUTES, (mean_change / spread).round(3).tolist())),
+            "change": dict(zip(ATTRIBUTES, mean_change.round(5).tolist(), strict=True)),
+            "change_sd": dict(zip(ATTRIBUTES, (mean_change / spread).round(3).tolist(), strict=True)),
             "identity_similarity": float(np.median(similarity)),
             # dlib's own reading: descriptors closer than 0.6 are the same person
             "identity_distance": float(np.median(distance)), "heads": len(changes), "unread": unread}
     return {"samples": len(heads), "skipped": skipped, "seed": seed, "strength": strength,
             "truncation": truncation, "resolution": resolution, "attributes": list(ATTRIBUTES),
-            "attribute_sd": dict(zip(ATTRIBUTES, spread.round(5).tolist())),
+            "attribute_sd": dict(zip(ATTRIBUTES, spread.round(5).tolist(), strict=True)),
             "identity_similarity_other_heads": float(np.median(others)),
             "identity_distance_other_heads": float(np.median(other_distances)), "directions": rows}
 
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     generator = load_model(args.model, device).requires_grad_(False)
     directions = edit_directions(generator, args.model)
     if not directions.items:
-        print(f"{args.model}: this model offers no directions (no parameter layout, no directions file)", file=sys.stderr)
+        print(f"{args.model}: this model offers no directions (no parameter layout, no directions file)",
+              file=sys.stderr)
         return 2
     report = evaluate_directions(generator, directions, args.samples, args.seed, args.strength,
                                  resolution=args.resolution)

@@ -27,9 +27,6 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
-from .metrics import psnr
-from ..ground.errors import NoSurfaceError, TriFaceError
-from ..ground.fileio import atomic_write_text
 from ..core.mesh import extract_mesh
 from ..core.model_io import DEFAULT_MODEL_DIR, load_model
 from ..core.networks.triplane import TriPlaneGenerator
@@ -37,6 +34,9 @@ from ..core.render.rays import pixel_rays
 from ..core.synthetic.groundtruth import MM, HeadMeshes, build_heads, camera_labels, orbit_cameras, render_heads
 from ..core.synthetic.heads import sample_params
 from ..core.synthetic.ict import load_ict_model
+from ..ground.errors import NoSurfaceError, TriFaceError
+from ..ground.fileio import atomic_write_text
+from .metrics import psnr
 
 HELD_OUT_SEED = 1_000_003  # training draws from seed 0's stream; this stream is never used there
 VIEWS = {"frontal": 0.0, "yaw30": math.radians(30)}
@@ -83,7 +83,7 @@ def surface_figures(vertices: np.ndarray, faces: np.ndarray, true_vertices: np.n
     boundary_points = vertices[boundary[:, 0]]
     near_face_boundary = int((cKDTree(truth).query(boundary_points)[0] < 5 * MM).sum()) if len(boundary) else 0
     return {"chamfer_median_mm": float(np.median(both)), "chamfer_p95_mm": float(np.percentile(both, 95)),
-            "face_boundary_edges": near_face_boundary, "mesh_faces": int(len(faces))}
+            "face_boundary_edges": near_face_boundary, "mesh_faces": len(faces)}
 
 
 def reprojection_psnr(image_a: torch.Tensor, depth_a: torch.Tensor, mask_a: torch.Tensor, image_b: torch.Tensor,
@@ -143,7 +143,7 @@ def evaluate(model_dir: Path, count: int, grid: int, direct_count: int | None = 
             except NoSurfaceError:
                 figures.update({"chamfer_median_mm": float("inf"), "chamfer_p95_mm": float("inf")})
             timings["mesh"] += time.perf_counter() - t
-            for name, (c2w, k, neural, direct, truth_hi, truth_lo) in views.items():
+            for name, (_c2w, _k, neural, direct, truth_hi, truth_lo) in views.items():
                 if "image" in neural:
                     figures[f"{name}_psnr_2d"] = psnr(neural["image"][b], truth_hi["image"][b])
                 if direct is not None:

@@ -1,4 +1,5 @@
-"""`python -m inference.evaluation.inversion`: how well photos invert, on real photos and on synthetic faces with known 3D.
+"""`python -m inference.evaluation.inversion`: how well photos invert, on real photos and on synthetic faces with
+known 3D.
 
 Every item goes through the whole photo pipeline (`invert_photo`: decode, detect, align, fit), then the fitted
 w_plus is rendered by the direct 3D branch (no super-resolution) at `--resolution` px in the photo's crop
@@ -43,30 +44,38 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..ground.allocator import configure_allocator
-from ..ground.cameras import camera_label, orbit_cam2world
-from ..ground.errors import NoSurfaceError, TriFaceError
-from .generator import geometry_figures
-from .metrics import psnr
-from ..ground.fileio import atomic_write, atomic_write_text
-from ..fitting.invert import STEP_BUDGETS, face_mask, use_weights, w_spread
 from ..core.latent import sample_z
 from ..core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model
-from ..fitting.landmarks import LandmarkRegressor, load_landmark_regressor
 from ..core.networks.local_detail import LocalDetail
 from ..core.networks.triplane import TriPlaneGenerator
-from ..fitting.pipeline import FaceFit, face_mesh, invert_photo
-from ..preprocess.align import crop_photo
-from ..preprocess.decode import load_photo
 from ..core.render.rays import project_pixels
 from ..core.synthetic.groundtruth import MM, build_heads, render_heads
 from ..core.synthetic.heads import HeadParams
+from ..fitting.invert import STEP_BUDGETS, face_mask, use_weights, w_spread
+from ..fitting.landmarks import LandmarkRegressor, load_landmark_regressor
+from ..fitting.pipeline import FaceFit, face_mesh, invert_photo
+from ..ground.allocator import configure_allocator
+from ..ground.cameras import camera_label, orbit_cam2world
+from ..ground.errors import NoSurfaceError, TriFaceError
+from ..ground.fileio import atomic_write, atomic_write_text
 from ..ground.threads import configure_threads
-from ..preprocess.decode import photo_files
+from ..preprocess.align import crop_photo
+from ..preprocess.decode import load_photo, photo_files
 from ..preprocess.identity import identity_similarity, inter_ocular, landmark_box, read_face
+from .generator import geometry_figures
 from .held_out import HELD_OUT_SEED, step_budget, synthetic_faces, write_synthetic_photo
-from .metrics import (boundary_edge_count, contact_sheet, depth_picture, json_safe, machine_info, peak_rss_mib,
-                      ssim, to_signed, to_uint8)
+from .metrics import (
+    boundary_edge_count,
+    contact_sheet,
+    depth_picture,
+    json_safe,
+    machine_info,
+    peak_rss_mib,
+    psnr,
+    ssim,
+    to_signed,
+    to_uint8,
+)
 
 BASELINE_SEED = 2_000_029      # the random model samples the identity baseline is made of
 BASELINE_SAMPLES = 8
@@ -190,7 +199,8 @@ def evaluate_fit(generator: TriPlaneGenerator, fit: FaceFit, photo_pixels: np.nd
         model_pixels = project_pixels(landmark_regressor(fit.w_plus, alignment.yaw), cameras[:1],
                                       resolution)[0].cpu().numpy()
         model_error = float(np.linalg.norm(model_pixels - landmarks, axis=1).mean())
-        figures.update(model_landmark_error_px=model_error, model_landmark_error_iod=model_error / inter_ocular(landmarks))
+        figures.update(model_landmark_error_px=model_error,
+                       model_landmark_error_iod=model_error / inter_ocular(landmarks))
     seconds["metrics"] = time.perf_counter() - started
     depth = views["image_depth"][0, 0].cpu().numpy()
     input_mask = views["image_mask"][0, 0].cpu().numpy()
@@ -350,7 +360,8 @@ def html_page(report: dict[str, Any], sheet_name: str | None) -> str:
                  *(figures.get(k) for k in keys)]
         body.append("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in cells) + "</tr>")
     picture = (f'<p>Rows: photo crop | input view | yaw -30&deg; | yaw +30&deg; | input-view depth</p>'
-               f'<img src="{html.escape(sheet_name)}" alt="contact sheet">' if sheet_name else "<p>No item succeeded.</p>")
+               f'<img src="{html.escape(sheet_name)}" alt="contact sheet">' if sheet_name
+               else "<p>No item succeeded.</p>")
     return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>TriFace inversion evaluation</title>\n"
             f"<style>body{{font:13px sans-serif}} table{{border-collapse:collapse}} "
             f"td,th{{border:1px solid #ccc;padding:2px 6px}} img{{image-rendering:pixelated}}</style></head>\n"

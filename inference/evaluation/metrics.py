@@ -16,6 +16,7 @@ from skimage.metrics import structural_similarity
 from .. import __version__
 from ..ground.allocator import allocator_settings
 
+
 def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """Images in [-1, 1]; PSNR of the [0, 1] images, over `mask` pixels when given."""
     err = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2) ** 2

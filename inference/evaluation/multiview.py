@@ -25,18 +25,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model
+from ..core.networks.triplane import TriPlaneGenerator
+from ..core.synthetic.heads import HeadParams
+from ..fitting.invert import STEP_BUDGETS, use_weights, w_spread
+from ..fitting.landmarks import load_landmark_regressor
+from ..fitting.pipeline import FaceFit
 from ..ground.errors import TriFaceError
+from ..ground.fileio import atomic_write_text
+from ..multiview.joint import invert_photos
 from .held_out import HELD_OUT_SEED, step_budget, synthetic_faces, write_synthetic_photo
 from .inversion import Evaluation, render_views, truth_figures
 from .metrics import machine_info
-from ..ground.fileio import atomic_write_text
-from ..fitting.invert import STEP_BUDGETS, use_weights, w_spread
-from ..core.model_io import DEFAULT_MODEL_DIR, load_encoder, load_local_detail, load_model
-from ..fitting.landmarks import load_landmark_regressor
-from ..fitting.pipeline import FaceFit
-from ..core.synthetic.heads import HeadParams
-from ..core.networks.triplane import TriPlaneGenerator
-from ..multiview.joint import invert_photos
 
 VIEW_YAWS = (0.0, math.radians(25), math.radians(-25))   # frontal, then either side (dlib misses many at 30)
 DEPTH_RESOLUTION = 128

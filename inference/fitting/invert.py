@@ -22,11 +22,11 @@ from pytorch_msssim import ssim
 from skimage.draw import polygon as fill_polygon
 
 from ..core.config import RenderingConfig
-from .landmarks import LandmarkTarget
 from ..core.networks.triplane import TriPlaneGenerator
 from ..core.render.precision import autocast, check_precision
 from ..core.render.rays import pixel_rays
 from ..core.render.volume import render_rays
+from .landmarks import LandmarkTarget
 
 ProgressFn = Callable[[float, str], None]
 
@@ -74,8 +74,8 @@ class Budget:
 
 
 # Named budgets the user picks from; the targets on a 2-core CPU with the default model are "fast" under 10 s
-# and "best" under 60 s (`python -m inference.evaluation.bench --pipeline` measures them against the budgets as they were,
-# README "Import speed"). "fast" fits on every 2nd pixel in each direction and tunes on every 3rd, with four
+# and "best" under 60 s (`python -m inference.evaluation.bench --pipeline` measures them against the budgets as they
+# were, README "Import speed"). "fast" fits on every 2nd pixel in each direction and tunes on every 3rd, with four
 # more tuning steps at a higher rate than before; "best" fits on every 3rd for 150 steps, then tunes on every
 # 2nd for 100 steps at twice the old rate. Tuning on every 3rd pixel for longer lost detail (1 dB of face PSNR;
 # one photo's colours drifted), a rate of 1e-3 washed that photo out even on every 2nd, and stopping on a
@@ -157,8 +157,8 @@ def photometric_loss(image: torch.Tensor, target: torch.Tensor, mask: torch.Tens
 
 
 def render_loss(generator: TriPlaneGenerator, w_plus: torch.Tensor, camera: torch.Tensor, target: torch.Tensor,
-                mask: torch.Tensor, step: "StepRender | None" = None,
-                planes: "torch.Tensor | SynthesisPrefix | None" = None) -> torch.Tensor:
+                mask: torch.Tensor, step: StepRender | None = None,
+                planes: torch.Tensor | SynthesisPrefix | None = None) -> torch.Tensor:
     """Photometric loss of the direct (3D-branch) render of w_plus in `camera`, at the neural resolution;
     target (1, 3, S, S) and mask (1, 1, S, S) are area-downsampled to it. `step` renders only some of the rays,
     or fewer samples per ray, or synthesises the tri-planes in another precision (see `Sampling`); `planes`,
@@ -378,7 +378,7 @@ class SynthesisPrefix:
 
     def planes(self, generator: TriPlaneGenerator) -> torch.Tensor:
         last = generator.backbone.synthesis.last_block
-        x, img = last(self.x, self.img, self.last_ws, noise_mode="const")
+        _x, img = last(self.x, self.img, self.last_ws, noise_mode="const")
         return generator.planes_from_stack(img)
 
 

@@ -21,11 +21,11 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from ..core.networks.triplane import TriPlaneGenerator
+from ..core.render.rays import project_pixels as project
 from ..ground.cameras import yaw_weights
 from ..ground.errors import ModelLoadError
 from ..ground.fileio import atomic_write, atomic_write_text
-from ..core.networks.triplane import TriPlaneGenerator
-from ..core.render.rays import project_pixels as project
 
 CONFIG_NAME = "landmarks.json"
 WEIGHTS_NAME = "landmarks.safetensors"

@@ -21,15 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..ground.cameras import (
-    camera_label,
-)
-from .invert import STEP_BUDGETS, Budget, ProgressFn, face_mask, fit_w_plus, tune_generator, use_weights
 from ..core.mesh import Mesh, extract_mesh
-from .landmarks import LandmarkRegressor, LandmarkTarget, fit_to_landmarks
 from ..core.networks.encoder import LatentEncoder
 from ..core.networks.local_detail import LocalDetail, LocalDetailNet
 from ..core.networks.triplane import TriPlaneGenerator
+from ..ground.cameras import (
+    camera_label,
+)
 from ..preprocess.align import (
     Alignment,
     HeadLandmarks,
@@ -39,6 +37,8 @@ from ..preprocess.align import (
 )
 from ..preprocess.decode import Photo, load_photo
 from ..preprocess.detect import detect_faces, select_face
+from .invert import STEP_BUDGETS, Budget, ProgressFn, face_mask, fit_w_plus, tune_generator, use_weights
+from .landmarks import LandmarkRegressor, LandmarkTarget, fit_to_landmarks
 
 POSE_ROUNDS = 1   # re-estimations of the camera against the fitted head's landmarks (more change little)
 
@@ -65,7 +65,7 @@ class FaceFit:
     source: dict = field(default_factory=lambda: {"kind": "photo"})   # or a random head: kind, seed, truncation
     # The person's other photos, when several were inverted together (the fields above are the first, main
     # photo's, whose camera is the input camera): see inference.multiview.
-    views: list["ViewFit"] = field(default_factory=list)
+    views: list[ViewFit] = field(default_factory=list)
 
 
 @dataclass
@@ -168,7 +168,7 @@ class PreparedPhoto:
                        landmarks_photo=self.landmarks_photo, alignment=self.alignment, photo_scale=photo.scale,
                        camera=self.camera[0].cpu().numpy(), w_plus=self.pivot, seconds=dict(self.seconds))
 
-    def with_alignment(self, alignment: Alignment) -> "PreparedPhoto":
+    def with_alignment(self, alignment: Alignment) -> PreparedPhoto:
         """The same photo seen through another crop camera (a pose re-estimated against a fitted head)."""
         target, mask, camera = crop_tensors(self.photo.pixels, alignment, self.target.device)
         return replace(self, alignment=alignment, target=target, mask=mask, camera=camera)

@@ -66,7 +66,7 @@ def look_at_cam2world(camera_origin, target, up=(0.0, 1.0, 0.0)) -> np.ndarray:
         raise ValueError("look_at_cam2world: viewing direction is parallel to the up vector")
     right = _normalize(right)
     down = np.cross(forward, right)  # already unit: forward and right are orthonormal
-    out = np.zeros(origin.shape[:-1] + (4, 4), dtype=np.float64)
+    out = np.zeros((*origin.shape[:-1], 4, 4), dtype=np.float64)
     out[..., :3, 0], out[..., :3, 1], out[..., :3, 2] = right, down, forward
     out[..., :3, 3] = origin
     out[..., 3, 3] = 1.0
@@ -102,7 +102,7 @@ def camera_label(cam2world, intrinsics) -> np.ndarray:
     if c2w.shape[-2:] != (4, 4) or k.shape[-2:] != (3, 3) or c2w.shape[:-2] != k.shape[:-2]:
         raise ValueError(f"camera_label: bad shapes {c2w.shape} and {k.shape}")
     lead = c2w.shape[:-2]
-    return np.concatenate([c2w.reshape(lead + (16,)), k.reshape(lead + (9,))], axis=-1).astype(np.float32)
+    return np.concatenate([c2w.reshape((*lead, 16)), k.reshape((*lead, 9))], axis=-1).astype(np.float32)
 
 
 def split_camera_label(c) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +111,7 @@ def split_camera_label(c) -> tuple[np.ndarray, np.ndarray]:
     if c.shape[-1] != 25:
         raise ValueError(f"split_camera_label: last axis must be 25, got shape {c.shape}")
     lead = c.shape[:-1]
-    return c[..., :16].reshape(lead + (4, 4)), c[..., 16:].reshape(lead + (3, 3))
+    return c[..., :16].reshape((*lead, 4, 4)), c[..., 16:].reshape((*lead, 3, 3))
 
 
 def frontal_camera_label() -> np.ndarray:

@@ -25,7 +25,7 @@ class NoSurfaceError(TriFaceError):
     """The density grid has no iso-surface at the chosen level."""
 
 
-class Cancelled(TriFaceError):
+class Cancelled(TriFaceError):  # noqa: N818  (the class name is the error type the wire sends and the add-on matches)
     """The user cancelled the request; nothing it would have written was written."""
 
 

@@ -16,6 +16,7 @@ start the engine, and torch must never load inside Blender.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -62,10 +63,9 @@ def configure_threads(threads: int | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
-    try:
+    # A RuntimeError: already fixed (inter-op work has run in this process, or it was set before).
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)   # nothing here runs torch ops in parallel with each other
-    except RuntimeError:
-        pass   # already fixed: inter-op work has run in this process, or it was set before
     report: dict[str, Any] = {"cores": available_cores(), "torch_threads": torch.get_num_threads(),
                               "interop_threads": torch.get_num_interop_threads(),
                               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}

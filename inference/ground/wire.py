@@ -80,7 +80,7 @@ class Request:
         return json.dumps({"protocol": PROTOCOL_VERSION, "id": self.id, "op": self.op, "params": self.params}) + "\n"
 
     @staticmethod
-    def decode(line: str) -> "Request":
+    def decode(line: str) -> Request:
         message = _decode(line)
         op = message.get("op")
         if op not in OPS:
@@ -104,7 +104,7 @@ class Event:
                            "data": self.data}, allow_nan=False) + "\n"
 
     @staticmethod
-    def decode(line: str) -> "Event":
+    def decode(line: str) -> Event:
         message = _decode(line)
         kind = message.get("event")
         if kind not in EVENTS:

@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.networks.encoder import LatentEncoder
+from ..core.networks.local_detail import LocalDetailNet, ViewsDetail
+from ..core.networks.triplane import TriPlaneGenerator
 from ..editing.directions import layout_direction
-from ..ground.errors import TriFaceError
 from ..fitting.invert import (
     FULL_SAMPLING,
     STEP_BUDGETS,
@@ -39,11 +41,8 @@ from ..fitting.invert import (
     tune_weights,
 )
 from ..fitting.landmarks import LandmarkRegressor
-from ..core.networks.encoder import LatentEncoder
-from ..core.networks.local_detail import LocalDetailNet, ViewsDetail
-from ..core.networks.triplane import TriPlaneGenerator
-from ..fitting.pipeline import (FaceFit, PreparedPhoto, ViewFit, detail_region, invert_photo, photo_detail,
-                        prepare_photo)
+from ..fitting.pipeline import FaceFit, PreparedPhoto, ViewFit, detail_region, invert_photo, photo_detail, prepare_photo
+from ..ground.errors import TriFaceError
 from ..preprocess.align import HeadLandmarks, estimate_pose
 from ..preprocess.decode import Photo
 
@@ -139,7 +138,7 @@ def fit_shared_w_plus(generator: TriPlaneGenerator, views: list[PreparedPhoto], 
         optimizer.zero_grad(set_to_none=True)
         photometric = 0.0
         rays = plan.render(step)
-        for i, (view, target) in enumerate(zip(views, targets)):
+        for i, (view, target) in enumerate(zip(views, targets, strict=True)):
             latent = view_latents(w_plus, expressions[i:i + 1], basis)
             loss = render_loss(generator, latent, view.camera, view.target, view.mask, rays) / len(views)
             photometric += float(loss.detach())
@@ -220,7 +219,7 @@ def invert_photos(generator: TriPlaneGenerator, photos: list[Path | Photo], mode
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     views = []
-    for i, (photo, index) in enumerate(zip(photos, indices)):
+    for i, (photo, index) in enumerate(zip(photos, indices, strict=True)):
         views.append(prepare_photo(generator, photo, index, encoder, landmark_regressor,
                                    lambda f, m, i=i: report(0.15 * (i + f) / count, f"photo {i + 1} of {count}: {m}")))
     w_init = starting_latent(generator, views)

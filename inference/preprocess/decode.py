@@ -149,7 +149,7 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         return np.repeat(grey[:, :, None], 3, axis=2)
     if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, MID_GREY + (255,)), rgba)
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (*MID_GREY, 255)), rgba)
     return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
 
 

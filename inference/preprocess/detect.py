@@ -103,7 +103,7 @@ def detect_faces(pixels: np.ndarray, retry: bool = True) -> list[FaceDetection]:
         photo_from_image = np.linalg.inv(image_from_small @ small_from_photo)
         rects, scores, _ = _detector().run(image, times, MIN_DETECTION_SCORE)
         detection_scale = small_from_photo[0, 0] * 2 ** times
-        faces = [face for rect, score in zip(rects, scores)
+        faces = [face for rect, score in zip(rects, scores, strict=True)
                  if (face := _checked_face(pixels, _apply(photo_from_image, _corners(rect)), float(score),
                                            degrees, upscaled, detection_scale)) is not None]
         if faces:
@@ -182,10 +182,7 @@ def _checked_face(pixels: np.ndarray, corners: np.ndarray, score: float, degrees
     box = _corners_box(corners)
     side = float(np.linalg.norm(corners[1] - corners[0]))
     centre = corners.mean(0)
-    if degrees == 0.0:
-        landmarks = landmarks_in_box(pixels, box)
-    else:
-        landmarks = _landmarks_upright(pixels, centre, side, -degrees)
+    landmarks = landmarks_in_box(pixels, box) if degrees == 0.0 else _landmarks_upright(pixels, centre, side, -degrees)
     turn = face_roll_deg(landmarks)
     patch, _ = _patch(pixels, centre, turn, VERIFY_FACE_PX / side, int(VERIFY_FACE_PX * 1.8))
     if not len(_cnn_detector()(patch, 0)) and len(_cnn_detector()(np.ascontiguousarray(patch[::-1, ::-1]), 0)):

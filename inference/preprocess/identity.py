@@ -19,8 +19,9 @@ FACE_RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 @dataclass(frozen=True)
 class FaceReading:
     """One face as dlib reads it in an (H, W, 3) image: `landmarks` (68, 2) in that image's pixels (pixel i
-    covers [i, i + 1), as in `inference.preprocess.detect`), `descriptor` (128,) from dlib's face recognition network, and
-    `detected`: False when the detector found no face and the caller's fallback box was used instead."""
+    covers [i, i + 1), as in `inference.preprocess.detect`), `descriptor` (128,) from dlib's face recognition
+    network, and `detected`: False when the detector found no face and the caller's fallback box was used
+    instead."""
 
     landmarks: np.ndarray
     descriptor: np.ndarray

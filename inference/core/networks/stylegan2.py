@@ -171,7 +171,8 @@ class MappingNetwork(nn.Module):
         return x
 
 
-def _noise(layer: "SynthesisLayer", x_shape: tuple[int, ...], noise_mode: str, device: torch.device) -> torch.Tensor | None:
+def _noise(layer: SynthesisLayer, x_shape: tuple[int, ...], noise_mode: str,
+           device: torch.device) -> torch.Tensor | None:
     if noise_mode == "random":
         return torch.randn([x_shape[0], 1, layer.resolution, layer.resolution], device=device) * layer.noise_strength
     if noise_mode == "const":
@@ -285,7 +286,7 @@ class SynthesisNetwork(nn.Module):
         return self.last_block(x, img, last_ws, noise_mode=noise_mode)[1]
 
     @property
-    def last_block(self) -> "SynthesisBlock":
+    def last_block(self) -> SynthesisBlock:
         return getattr(self, f"b{self.block_resolutions[-1]}")
 
     def run_prefix(self, ws: torch.Tensor,

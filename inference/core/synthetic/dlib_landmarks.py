@@ -41,7 +41,7 @@ class LandmarkDefinition:
     def bin_points(self, vertices: torch.Tensor) -> torch.Tensor:
         """vertices (..., V, 3) -> landmarks of every bin (..., B, 68, 3)."""
         return torch.stack([(vertices[..., index, :] * weight[..., None].to(vertices)).sum(-2)
-                            for index, weight in zip(self.indices, self.weights)], dim=-3)
+                            for index, weight in zip(self.indices, self.weights, strict=True)], dim=-3)
 
     def points(self, vertices: torch.Tensor, yaw: float) -> torch.Tensor:
         """vertices (..., V, 3) -> landmarks (..., 68, 3) where dlib finds them from an orbit camera at `yaw`."""
@@ -82,7 +82,7 @@ def average_landmarks(triangles: np.ndarray, barycentrics: np.ndarray, faces: np
         distance = np.linalg.norm(positions - np.median(positions, axis=0), axis=1)
         keep = distance <= outlier_mads * max(np.median(distance), 1e-9) * 1.4826
         totals: dict[int, float] = {}
-        for vertex, weight in zip(corners[keep].ravel(), bary[keep].ravel()):
+        for vertex, weight in zip(corners[keep].ravel(), bary[keep].ravel(), strict=True):
             totals[int(vertex)] = totals.get(int(vertex), 0.0) + float(weight)
         top = sorted(totals.items(), key=lambda item: -item[1])[:max_vertices]
         indices[i, :len(top)] = [vertex for vertex, _ in top]
@@ -106,9 +106,9 @@ def definition_from_bins(yaws: list[float], bins: list[tuple[np.ndarray, np.ndar
 def save_definition(definition: LandmarkDefinition, path: Path, record: dict) -> None:
     from ...ground.fileio import atomic_write_text
 
-    bins = [[[[int(v), round(float(w), 6)] for v, w in zip(index, weight) if w > 0]
-             for index, weight in zip(indices, weights)]
-            for indices, weights in zip(definition.indices.tolist(), definition.weights.tolist())]
+    bins = [[[[int(v), round(float(w), 6)] for v, w in zip(index, weight, strict=True) if w > 0]
+             for index, weight in zip(indices, weights, strict=True)]
+            for indices, weights in zip(definition.indices.tolist(), definition.weights.tolist(), strict=True)]
     atomic_write_text(path, json.dumps({"format": "triface-landmark-definition", "version": 2, **record,
                                         "yaws": list(definition.yaws), "bins": bins}, separators=(",", ":")))
 

@@ -50,7 +50,7 @@ class HeadParams:
         return torch.cat([self.identity, self.expression * 2, self.appearance * 2 - 1, self.lighting * 2 - 1], dim=1)
 
     @staticmethod
-    def from_z(z: torch.Tensor, num_identity: int = 100, num_expressions: int = 57) -> "HeadParams":
+    def from_z(z: torch.Tensor, num_identity: int = 100, num_expressions: int = 57) -> HeadParams:
         i, e = num_identity, num_identity + num_expressions
         a = e + len(APPEARANCE_NAMES)
         return HeadParams(z[:, :i], z[:, i:e] / 2, (z[:, e:a] + 1) / 2, (z[:, a:] + 1) / 2)
