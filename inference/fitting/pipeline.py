@@ -84,7 +84,8 @@ class ViewFit:
     camera: np.ndarray                   # (25,) EG3D label of the crop's camera
     w_offset: torch.Tensor               # (1, num_ws, w_dim)
     detail: LocalDetail | None = None
-    identity_distance: float | None = None   # dlib face-descriptor distance to the main photo's face
+    identity_distance: float | None = None   # to the main photo's face: SFace's 1 - cosine (dlib's
+    # descriptor distance where SFace's model files are missing; see inference.multiview.joint)
 
 
 def face_id_for(photo: Path, face_index: int, model_id: str) -> str:

@@ -42,16 +42,29 @@ from ..fitting.invert import (
 )
 from ..fitting.landmarks import LandmarkRegressor
 from ..fitting.pipeline import FaceFit, PreparedPhoto, ViewFit, detail_region, invert_photo, photo_detail, prepare_photo
-from ..ground.errors import TriFaceError
+from ..ground.errors import ModelLoadError, TriFaceError
 from ..preprocess.align import HeadLandmarks, estimate_pose
 from ..preprocess.decode import Photo
+from ..preprocess.identity import (
+    SFACE_SAME_PERSON,
+    landmark_box,
+    read_face,
+    sface_embedding,
+    sface_models,
+    sface_similarity,
+)
 
 EXPRESSION_WEIGHT = 0.05     # on the mean squared expression coefficient (ARKit units: 1 = the full expression)
 EXPRESSION_LR_SCALE = 0.1   # the expressions' learning rate against w_plus's (see `fit_shared_w_plus`)
 LANDMARK_WEIGHT = 1.0        # as in a single photo's fit (`invert.LANDMARK_WEIGHT`)
 PRIOR_WEIGHT = 0.02
-# dlib's face descriptors: two photos of one person lie closer than 0.6 (dlib's own threshold); a turned head
-# or a synthetic render drifts further, so only a clearly larger distance is reported as another person.
+# The one-person check (`identity_distances`) measures SFace's distance, 1 - cosine similarity of its embeddings:
+# OpenCV calls a cosine above 0.363 the same person, so a distance above 0.637 is reported as another person.
+SFACE_DIFFERENT_PERSON_DISTANCE = 1.0 - SFACE_SAME_PERSON
+# Without SFace's model files it falls back to dlib's face descriptors (Euclidean distance): two photos of one
+# person lie closer than 0.6 (dlib's own threshold); a turned head or a synthetic render drifts further, so only a
+# clearly larger distance is reported as another person. dlib tells people apart poorly (two of the project's six
+# photos, of different people, lie 0.60 apart).
 DIFFERENT_PERSON_DISTANCE = 0.7
 
 
@@ -266,10 +279,27 @@ def invert_photos(generator: TriPlaneGenerator, photos: list[Path | Photo], mode
                    detail=None if local_detail is None else ViewsDetail(details), views=others)
 
 
+def sface_check_available() -> bool:
+    """Whether the one-person check can use SFace (its model files present and loadable); else it uses dlib's."""
+    try:
+        sface_models()
+    except ModelLoadError:
+        return False
+    return True
+
+
 def identity_distances(views: list[PreparedPhoto]) -> list[float | None]:
-    """The dlib face-descriptor distance of each photo's face (but the first) to the first photo's, measured on
-    the aligned crops (None where dlib cannot read a face)."""
-    from ..preprocess.identity import landmark_box, read_face
+    """The face distance of each photo's face (but the first) to the first photo's (None where no face is read).
+
+    With SFace's model files (`sface_check_available`) it is SFace's, 1 - the cosine similarity of the two faces'
+    embeddings (0 for the same image; above SFACE_DIFFERENT_PERSON_DISTANCE, 0.637, another person), each read
+    in its decoded photo at the face the fit used (its landmarks' box); without them, dlib's face-descriptor
+    distance (Euclidean; above DIFFERENT_PERSON_DISTANCE another person), measured on the aligned crops."""
+    if sface_check_available():
+        embeddings = [sface_embedding(view.photo.pixels, landmark_box(view.landmarks_photo)) for view in views]
+        main = embeddings[0]
+        return [None if main is None or other is None else 1.0 - sface_similarity(main, other)
+                for other in embeddings[1:]]
 
     def reading(view: PreparedPhoto):
         crop = ((view.target[0].permute(1, 2, 0).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
@@ -284,8 +314,19 @@ def identity_distances(views: list[PreparedPhoto]) -> list[float | None]:
             for other in readings[1:]]
 
 
-def identity_warnings(fit: FaceFit, limit: float = DIFFERENT_PERSON_DISTANCE) -> list[str]:
-    """A warning for each photo whose face looks like another person's than the main photo's."""
-    return [f"{view.photo.name} may show a different person than {fit.photo.name} (face descriptor distance "
-            f"{view.identity_distance:.2f}, above {limit:.2f}); the head is one identity fitted to all the photos"
-            for view in fit.views if view.identity_distance is not None and view.identity_distance > limit]
+def identity_warnings(fit: FaceFit, limit: float | None = None) -> list[str]:
+    """A warning for each photo whose face looks like another person's than the main photo's: its distance
+    (`identity_distances`) above `limit` (by default that of the measure in use, SFace's or dlib's). Without
+    SFace's model files, also one saying that the check was dlib's, the weaker one, and how to get them."""
+    sface = sface_check_available()
+    if limit is None:
+        limit = SFACE_DIFFERENT_PERSON_DISTANCE if sface else DIFFERENT_PERSON_DISTANCE
+    measure = "SFace face distance" if sface else "dlib face descriptor distance"
+    warnings = [f"{view.photo.name} may show a different person than {fit.photo.name} ({measure} "
+                f"{view.identity_distance:.2f}, above {limit:.2f}); the head is one identity fitted to all the photos"
+                for view in fit.views if view.identity_distance is not None and view.identity_distance > limit]
+    if fit.views and not sface:
+        warnings.append("the photos were checked for one person with dlib's face descriptors, which tell people "
+                        "apart poorly: the better check (OpenCV's SFace) needs its model files, which "
+                        "`bash scripts/setup.sh` (or `python scripts/face_models.py`) puts in place")
+    return warnings
