@@ -6,6 +6,7 @@
     editing      python -m inference.evaluation.editing: what each slider moves, on held-out heads
     edit_detail  python -m inference.evaluation.edit_detail: edits that keep the photo's detail, against truth
     multiview    python -m inference.evaluation.multiview: one, two and three photos of synthetic heads
+    mirror       python -m inference.evaluation.mirror: a photo's head against its mirror image's
     bench        python -m inference.evaluation.bench: seconds and peak memory of the network and the import
     attributes   face attributes measured in an image (for judging sliders)
     held_out     the held-out synthetic faces and the step budgets named on command lines
