@@ -3,6 +3,8 @@ landmark-only ICT fit that is its baseline."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,17 @@ def test_a_head_fitted_to_its_exact_landmarks_is_nearer_the_truth_than_the_mean_
     assert fit.residual_iod < 0.02
     assert aligned_error_mm(fit.vertices) < 0.8 * aligned_error_mm(template.neutral)
 
+
+def test_a_model_config_sets_its_registration_options_and_unknown_ones_are_refused():
+    from inference.asset.register import RegistrationOptions
+    from inference.core.config import GeneratorConfig
+
+    assert RegistrationOptions.for_model({}) == RegistrationOptions()
+    asked = RegistrationOptions.for_model({"registration": {"prior_start": 64.0, "refine": False}})
+    assert (asked.prior_start, asked.refine, asked.prior_end) == (64.0, False, RegistrationOptions().prior_end)
+    with pytest.raises(ValueError, match="prior_strat"):
+        RegistrationOptions.for_model({"registration": {"prior_strat": 64.0}})
+    # The bundled model trusts its identity prior over its surface (the NoW figures: docs/inversion.md).
+    config = GeneratorConfig.load(Path(__file__).parents[1] / "inference" / "default_model" / "config.json")
+    bundled = RegistrationOptions.for_model(config.extras)
+    assert bundled.prior_start > RegistrationOptions().prior_start and not bundled.refine

@@ -15,6 +15,7 @@ The scale comes from the landmarks alone and stays fixed: a free scale trades of
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -59,6 +60,19 @@ class RegistrationOptions:
     refine_rounds: int = 3
     measure: bool = True              # the face's distance to the surface, for the metrics (a preview skips it)
     seed: int = 0
+
+    @classmethod
+    def for_model(cls, extras: dict) -> RegistrationOptions:
+        """The options a model asks for in its config's extras ("registration": {option: value}), the defaults
+        for the rest. How far a model's surface can be trusted is the model's own: the bundled model's surfaces
+        are farther from the true head than the identity prior's guess, so it asks for a stronger prior and no
+        local refinement (README, "How good is it"); an official EG3D checkpoint keeps the defaults."""
+        asked = dict(extras.get("registration", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(asked) - known)
+        if unknown:
+            raise ValueError(f"the model config's registration options {unknown} are unknown; known: {sorted(known)}")
+        return dataclasses.replace(cls(), **asked)
 
 
 @dataclass

@@ -128,13 +128,16 @@ def head_asset(generator: TriPlaneGenerator, fit: FaceFit, w_plus: torch.Tensor,
     shape keys, or the raw mesh (also when the template cannot be fitted: too few landmarks on the surface).
     An edited face passes its photos re-aligned to the edit (`inference.editing.detail.follow_edit`): its local
     `detail` and the bake's `views`; otherwise the fit's own detail and photos are used. `registration_options`:
-    the template's fit (a preview head trades accuracy for speed), the default otherwise; without `shape_keys`
+    the template's fit (a preview head trades accuracy for speed), the model's own otherwise
+    (`RegistrationOptions.for_model`); without `shape_keys`
     the template head has none (a preview's result brings them)."""
     report = progress or (lambda fraction, message: None)
     cfg = generator.config
     view = photo_views(fit, photo, generator) if not views else views[0] if len(views) == 1 else views
     detail = fit.detail if detail is None else detail
     warnings = []
+    # Outside the fallback below: a model config asking for unknown options is the model's error, not the photo's.
+    registration = registration_options or RegistrationOptions.for_model(cfg.extras)
     with use_weights(generator, fit.tuned):
         planes = generator.synthesize_planes(w_plus)
 
@@ -146,7 +149,7 @@ def head_asset(generator: TriPlaneGenerator, fit: FaceFit, w_plus: torch.Tensor,
             try:
                 # The landmarks were lifted onto the mesh along the crop camera's rays (see `mesh_landmarks`).
                 return template_asset(mesh.vertices, mesh.faces, landmarks, cfg.metres_per_unit * 1000.0,
-                                      field_colours, view, request.texture_size, edits, registration_options,
+                                      field_colours, view, request.texture_size, edits, registration,
                                       yaw=fit.alignment.yaw, camera_position=fit.alignment.cam2world[:3, 3],
                                       shape_keys=shape_keys), warnings
             except ValueError as exc:

@@ -75,7 +75,8 @@ MAX_CACHED_LATENTS = 4096   # learning's inversions (w_plus only, at most ~30 kB
 # local refinement and without measuring its distance to the surface (its face's median distance is about 1.1 mm
 # instead of 0.4 mm), no texture bake and no shape keys (the result brings both). See docs/import_speed.md.
 PREVIEW_MESH_RESOLUTION = 96
-PREVIEW_REGISTRATION = RegistrationOptions(iterations=2, surface_samples=2000, refine=False, measure=False)
+# A preview head's registration: the model's own options (`RegistrationOptions.for_model`) with these changes.
+PREVIEW_REGISTRATION = {"iterations": 2, "surface_samples": 2000, "refine": False, "measure": False}
 
 PartialFn = Callable[[dict], None]   # sends a partial event: a result manifest before the request's end
 
@@ -315,7 +316,9 @@ class Session:
         landmarks = mesh_landmarks(fit, mesh)
         edit_list = self.directions.describe()
         asset, warnings = head_asset(generator, fit, fit.w_plus, mesh, landmarks, request, None, edit_list,
-                                     lambda f, m: report(m), registration_options=PREVIEW_REGISTRATION,
+                                     lambda f, m: report(m), registration_options=dataclasses.replace(
+                                         RegistrationOptions.for_model(generator.config.extras),
+                                         **PREVIEW_REGISTRATION),
                                      shape_keys=False)
         report("writing the preview head")
         manifest = write_face_result(job_dir, generator, fit, asset, landmarks, edit_list, {},
