@@ -8,7 +8,8 @@ camera and in two novel views (same orbit pitch, yaw -30 and +30 degrees). Figur
   inside the face mask (jaw line closed over the lifted brows);
 - identity: cosine similarity of dlib face descriptors between the photo crop and the input-view render, the
   +30-degree view, and (a baseline the others should beat) the mean over random model samples (8 unless
-  `--baseline-samples` says otherwise) rendered in the same camera at the same size;
+  `--baseline-samples` says otherwise) rendered in the same camera at the same size; and the same three by
+  OpenCV's SFace (`sface_identity_*`, same person above 0.363), which tells the model's heads apart;
 - landmarks: dlib's 68 landmarks found on the input-view render against the photo's, in pixels and as a
   fraction of the inter-ocular distance; and, when the model has a landmark regressor, the geometry's own
   68 landmarks (regressed from w_plus) projected through the fitted camera, likewise (texture painted from
@@ -61,7 +62,14 @@ from ..ground.fileio import atomic_write, atomic_write_text
 from ..ground.threads import configure_threads
 from ..preprocess.align import crop_photo
 from ..preprocess.decode import load_photo, photo_files
-from ..preprocess.identity import identity_similarity, inter_ocular, landmark_box, read_face
+from ..preprocess.identity import (
+    identity_similarity,
+    inter_ocular,
+    landmark_box,
+    read_face,
+    read_sface,
+    sface_similarity,
+)
 from .generator import geometry_figures
 from .held_out import HELD_OUT_SEED, step_budget, synthetic_faces, write_synthetic_photo
 from .metrics import (
@@ -171,7 +179,15 @@ def evaluate_fit(generator: TriPlaneGenerator, fit: FaceFit, photo_pixels: np.nd
     input_face = read_face(reconstruction, box)
     samples = render_views(generator, baseline.planes, baseline.w_plus,
                            cameras[:1].expand(len(baseline.w_plus), -1), resolution)["image_raw"]
-    baseline_identity = [identity_similarity(photo_face, read_face(to_uint8(s), box)) for s in samples]
+    sample_images = [to_uint8(s) for s in samples]
+    baseline_identity = [identity_similarity(photo_face, read_face(s, box)) for s in sample_images]
+    # SFace tells people apart where dlib's descriptor cannot (any two of the bundled model's heads are inside
+    # dlib's same-person radius); dlib's figures stay for comparison with earlier runs.
+    photo_sface = read_sface(crop, box).embedding
+
+    def sface(image: np.ndarray) -> float:
+        return sface_similarity(photo_sface, read_sface(image, box).embedding)
+
     landmark_error = float(np.linalg.norm(input_face.landmarks - landmarks, axis=1).mean())
     coverage = views["image_mask"][1:].flatten(1).mean(1).tolist()
     figures: dict[str, Any] = {
@@ -182,6 +198,9 @@ def evaluate_fit(generator: TriPlaneGenerator, fit: FaceFit, photo_pixels: np.nd
         "identity_input": identity_similarity(photo_face, input_face),
         "identity_plus30": identity_similarity(photo_face, read_face(right, box)),
         "identity_baseline": float(np.mean(baseline_identity)),
+        "sface_identity_input": sface(reconstruction),
+        "sface_identity_plus30": sface(right),
+        "sface_identity_baseline": float(np.mean([sface(s) for s in sample_images])),
         "landmark_error_px": landmark_error,
         "landmark_error_iod": landmark_error / inter_ocular(landmarks),
         "reconstruction_face_detected": input_face.detected,
