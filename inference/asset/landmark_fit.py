@@ -28,7 +28,8 @@ OUTER_EYE_CORNERS = (36, 45)
 
 @dataclass(frozen=True)
 class LandmarkFitOptions:
-    # dlib's landmark scatter about where the template places them, as a fraction of the inter-ocular distance,
+    # dlib's landmark scatter about where the template places them, as a fraction of the distance between the
+    # outer eye corners (not `preprocess.identity.inter_ocular`'s eye centres, which lie closer together),
     # and the expressions' prior relative to the identity's: chosen on synthetic heads from a stream of their own
     # (seed 77, 12 heads; not the evaluation's), where 0.1 and 3 fitted the face best (0.06 overfits dlib's scatter;
     # 0.25 hardly moves from the mean).
@@ -44,7 +45,7 @@ class LandmarkFit:
     identity: np.ndarray             # (100,)
     expression: np.ndarray           # (E,) template.expression_names, in [0, 1]
     alignment: Alignment             # the crop camera the landmarks were fitted in
-    residual_iod: float              # RMS reprojection error of the 51 inner landmarks / inter-ocular distance
+    residual_iod: float              # RMS reprojection error of the 51 inner landmarks / outer-eye-corner distance
 
 
 class _LandmarkModel:

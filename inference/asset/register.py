@@ -66,7 +66,7 @@ class RegistrationOptions:
         """The options a model asks for in its config's extras ("registration": {option: value}), the defaults
         for the rest. How far a model's surface can be trusted is the model's own: the bundled model's surfaces
         are farther from the true head than the identity prior's guess, so it asks for a stronger prior and no
-        local refinement (README, "How good is it"); an official EG3D checkpoint keeps the defaults."""
+        local refinement (the NoW figures of docs/inversion.md); an official EG3D checkpoint keeps the defaults."""
         asked = dict(extras.get("registration", {}))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(asked) - known)

@@ -129,8 +129,8 @@ def head_asset(generator: TriPlaneGenerator, fit: FaceFit, w_plus: torch.Tensor,
     An edited face passes its photos re-aligned to the edit (`inference.editing.detail.follow_edit`): its local
     `detail` and the bake's `views`; otherwise the fit's own detail and photos are used. `registration_options`:
     the template's fit (a preview head trades accuracy for speed), the model's own otherwise
-    (`RegistrationOptions.for_model`); without `shape_keys`
-    the template head has none (a preview's result brings them)."""
+    (`RegistrationOptions.for_model`); without `shape_keys` the template head has none (a preview's result
+    brings them)."""
     report = progress or (lambda fraction, message: None)
     cfg = generator.config
     view = photo_views(fit, photo, generator) if not views else views[0] if len(views) == 1 else views
