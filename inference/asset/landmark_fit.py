@@ -53,9 +53,7 @@ class _LandmarkModel:
     their centre `pivot`: points = R(omega) (L0 + B c - pivot) + pivot."""
 
     def __init__(self, template: Template, points: LandmarkPoints) -> None:
-        bases = (template.identity_basis, template.expression_basis)
-        columns = np.concatenate([b[:, points.indices] for b in bases]).astype(np.float64)   # (K, 68, k, 3)
-        self.basis = np.einsum("lk,Klkc->lcK", points.weights, columns)                     # (68, 3, K)
+        self.basis = points.columns(template.identity_basis, template.expression_basis)     # (68, 3, K)
         self.rest = points.of(template.neutral)                                             # (68, 3)
         self.pivot = self.rest.mean(0)
 

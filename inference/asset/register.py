@@ -346,8 +346,7 @@ class _ModelFit:
         bases = (template.identity_basis, template.expression_basis)
         self.basis = np.ascontiguousarray(np.concatenate([b[:, :SKIN_VERTICES] for b in bases]).transpose(1, 2, 0),
                                           dtype=np.float64)                             # (S, 3, K)
-        landmark_columns = np.concatenate([b[:, points.indices] for b in bases])         # (K, 68, k, 3)
-        self.landmark_basis = np.einsum("lk,Klkc->lcK", points.weights, landmark_columns)   # (68, 3, K)
+        self.landmark_basis = points.columns(*bases)                                     # (68, 3, K)
         self.num_identity = template.identity_basis.shape[0]
         self.rng = np.random.default_rng(options.seed)
         self._coefficients_now = np.zeros(self.basis.shape[2])

@@ -106,6 +106,11 @@ class LandmarkPoints:
         """vertices (V, 3) -> the landmarks (68, 3)."""
         return np.einsum("lk,lkc->lc", self.weights, vertices[self.indices])
 
+    def columns(self, *bases: np.ndarray) -> np.ndarray:
+        """Shape bases (K_i, V, 3), each column a per-vertex offset -> the landmarks' offsets (68, 3, sum K_i),
+        float64: the landmarks of a head are linear in its basis coefficients."""
+        return np.einsum("lk,Klkc->lcK", self.weights, np.concatenate([b[:, self.indices] for b in bases]))
+
 
 def landmark_points(yaw: float = 0.0) -> LandmarkPoints:
     """Where dlib places its 68 landmarks on an ICT head seen from an orbit camera at `yaw` (radians): not

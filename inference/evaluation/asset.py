@@ -46,7 +46,7 @@ from ..preprocess.decode import photo_files
 from .bench import PeakMemory
 from .generator import surface_figures
 from .held_out import step_budget, synthetic_faces, write_synthetic_photo
-from .metrics import machine_info, peak_rss_mib
+from .metrics import MM_PER_UNIT, machine_info, peak_rss_mib
 
 TRUTH_SEED = 3_000_017          # the heads registration is measured on: a stream nothing else draws from
 PIVOT = np.array([0.0, 0.0, 0.2])
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads()   # as the engine runs: its timings are the engine's
     configure_allocator()
     torch.manual_seed(0)
-    mm_per_unit = 427.0   # the ICT heads' and the default model's world unit, in millimetres
+    mm_per_unit = MM_PER_UNIT
     report: dict[str, Any] = {"command": "python -m inference.evaluation.asset " + " ".join(argv or sys.argv[1:]),
                               "machine": machine_info(torch.device(args.device)), "steps": args.steps,
                               "texture_size": args.texture_size}

@@ -39,10 +39,9 @@ from .asset import Pipeline, skin_triangles
 from .asset_identity import YAWS_DEG, read_run, section_figures, write_views
 from .asset_identity import summary_text as identity_text
 from .held_out import synthetic_faces, write_synthetic_photo
-from .metrics import machine_info
+from .metrics import MM_PER_UNIT, machine_info
 from .now import NOW_LANDMARKS, now_errors
 
-MM_PER_UNIT = 427.0          # the ICT heads' and the default model's world unit, in millimetres
 METHODS = ("reconstruction", "template", "mean_face", "landmark_fit")
 
 

@@ -16,6 +16,8 @@ from skimage.metrics import structural_similarity
 from .. import __version__
 from ..ground.allocator import allocator_settings
 
+MM_PER_UNIT = 427.0   # the ICT heads' and the default model's world unit, in millimetres
+
 
 def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """Images in [-1, 1]; PSNR of the [0, 1] images, over `mask` pixels when given."""

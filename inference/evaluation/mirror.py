@@ -30,10 +30,9 @@ from ..ground.threads import configure_threads
 from ..preprocess.decode import photo_files
 from .asset import Pipeline
 from .held_out import synthetic_faces, write_synthetic_photo
-from .metrics import json_safe, machine_info
+from .metrics import MM_PER_UNIT, json_safe, machine_info
 
 SYNTHETIC_YAWS_DEG = (15, 30, 45)
-MM_PER_UNIT = 427.0   # the default model's world unit (and the ICT heads'), in millimetres
 
 
 def mirror_distance_mm(vertices: np.ndarray, mirror_image_vertices: np.ndarray, partner: np.ndarray) -> np.ndarray:
