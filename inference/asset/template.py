@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.synthetic.dlib_landmarks import load_definition
-from ..core.synthetic.ict import DATA_DIR, PART_VERTEX_RANGES, load_ict_model
+from ..core.synthetic.ict import DATA_DIR, PART_VERTEX_RANGES, load_ict_model, mirror_partners
 from ..ground.cameras import yaw_weights
 
 LAYOUT_PATH = Path(__file__).resolve().parent / "uv_layout.npz"
@@ -137,14 +137,6 @@ def split_polygons(polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return triangles[keep].astype(np.int64), owner[keep]
 
 
-def mirror_vertices(vertices: np.ndarray) -> np.ndarray:
-    """For each vertex the nearest vertex to its mirror image across x = 0 (ICT is built symmetric)."""
-    from scipy.spatial import cKDTree
-
-    mirrored = vertices * np.array([-1.0, 1.0, 1.0])
-    return cKDTree(vertices).query(mirrored)[1].astype(np.int64)
-
-
 @functools.cache
 def load_template(data_dir: Path = DATA_DIR, layout_path: Path = LAYOUT_PATH) -> Template:
     """The template head (cached: the bases are about 40 MB)."""
@@ -186,5 +178,5 @@ def load_template(data_dir: Path = DATA_DIR, layout_path: Path = LAYOUT_PATH) ->
         arkit_basis=np.stack(arkit_rows).astype(np.float32),
         arkit_names=tuple(arkit_names),
         polygons=polygons, polygon_uvs=polygon_uvs, uvs=uvs, polygon_materials=materials,
-        mirror=mirror_vertices(neutral), polygon_parts=parts,
+        mirror=mirror_partners(neutral), polygon_parts=parts,
     )

@@ -3,7 +3,7 @@
 A pipeline without a left/right bias gives a photo and its mirror image (`PIL.ImageOps.mirror`) heads that are
 mirror images of each other. Each item imports both as the engine does (the fit at `--steps`, the template
 head registered onto the surface; no texture), mirrors the second head (x -> -x in EG3D world, each vertex
-taking its mirror partner's place: `asset.template.mirror_vertices`) and measures the distance between the two
+taking its mirror partner's place: `core.synthetic.ict.mirror_partners`) and measures the distance between the two
 on the template's full face area, per vertex, in millimetres: median and 95th percentile. Items are the photos
 of `--images` and `--heads` held-out synthetic heads rendered at yaws of 15, 30 and 45 degrees. Writes the
 report as JSON (`--out`) and prints a table.
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ..asset.template import FACE_AREA_VERTICES, load_template, mirror_vertices
+from ..asset.template import FACE_AREA_VERTICES, load_template
 from ..ground.allocator import configure_allocator
 from ..ground.fileio import atomic_write_text
 from ..ground.threads import configure_threads
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_allocator()
     torch.manual_seed(0)
     pipeline = Pipeline(args.steps, args.device, texture_size=None)
-    partner = mirror_vertices(load_template().neutral)
+    partner = load_template().mirror
     report: dict[str, Any] = {"command": "python -m inference.evaluation.mirror " + " ".join(argv or sys.argv[1:]),
                               "machine": machine_info(torch.device(args.device)), "steps": args.steps, "groups": {}}
     with tempfile.TemporaryDirectory() as scratch:

@@ -24,6 +24,7 @@ import dlib
 import numpy as np
 from PIL import Image
 
+from ..core.synthetic.dlib_landmarks import MIRRORED_ORDER
 from ..ground.errors import FaceIndexError, ModelLoadError, NoFaceError
 from .decode import MID_GREY
 
@@ -49,11 +50,6 @@ CNN_MIN_FACE_PX = 80
 # 0.3, where a frontal one scores 1 to 2.
 TURNED_MIN_SCORE = -1.5
 CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
-# dlib's 68 points of a mirror image, listed in the order of the face's own: the jaw, brows, eyes, nostrils
-# and lips run the other way and the two sides swap.
-MIRRORED_ORDER = np.array([*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31,
-                           45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, 54, 53, 52, 51, 50, 49, 48,
-                           59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])
 SHAPE_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 
 
@@ -102,13 +98,47 @@ def detect_faces(pixels: np.ndarray, retry: bool = True) -> list[FaceDetection]:
         image, image_from_small = (small, np.eye(3)) if degrees == 0.0 else _rotated(small, degrees)
         photo_from_image = np.linalg.inv(image_from_small @ small_from_photo)
         rects, scores, _ = _detector().run(image, times, MIN_DETECTION_SCORE)
+        boxes = [_corners(rect) for rect in rects]
+        if degrees == 0.0:
+            boxes = _mirror_averaged(boxes, image, times)
         detection_scale = small_from_photo[0, 0] * 2 ** times
-        faces = [face for rect, score in zip(rects, scores, strict=True)
-                 if (face := _checked_face(pixels, _apply(photo_from_image, _corners(rect)), float(score),
+        faces = [face for box, score in zip(boxes, scores, strict=True)
+                 if (face := _checked_face(pixels, _apply(photo_from_image, box), float(score),
                                            degrees, upscaled, detection_scale)) is not None]
         if faces:
             return _largest_first(faces)
     return _cnn_faces(pixels) if retry else []
+
+
+def _mirror_averaged(boxes: list[np.ndarray], image: np.ndarray, times: int) -> list[np.ndarray]:
+    """HOG's boxes (corners (4, 2) in `image`), each averaged with the box HOG draws on the same face in the
+    mirror image, mirrored back. HOG is not mirror-symmetric either, and the landmarks follow the box: this way
+    a photo and its mirror image get mirror-image boxes (a face HOG misses in the mirror keeps its own box)."""
+    width = image.shape[1]
+    mirrored = [_corners(rect) for rect in _detector().run(np.ascontiguousarray(image[:, ::-1]), times,
+                                                           MIN_DETECTION_SCORE)[0]]
+    mirrored = [np.stack([width - corners[:, 0], corners[:, 1]], axis=1) for corners in mirrored]
+    averaged = []
+    for corners in boxes:
+        overlaps = [_overlap(corners, other) for other in mirrored]
+        if overlaps and max(overlaps) > 0.5:
+            other = mirrored[int(np.argmax(overlaps))]
+            x0, y0 = (corners.min(0) + other.min(0)) / 2
+            x1, y1 = (corners.max(0) + other.max(0)) / 2
+            corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=float)
+        averaged.append(corners)
+    return averaged
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two axis-aligned boxes given by their corners (4, 2)."""
+    low, high = np.maximum(a.min(0), b.min(0)), np.minimum(a.max(0), b.max(0))
+    inter = float(np.prod(np.clip(high - low, 0, None)))
+    return inter / (_area(a) + _area(b) - inter)
+
+
+def _area(corners: np.ndarray) -> float:
+    return float(np.prod(corners.max(0) - corners.min(0)))
 
 
 def _largest_first(faces: list[FaceDetection]) -> list[FaceDetection]:
@@ -335,7 +365,33 @@ def select_face(faces: list[FaceDetection], index: int = 0, photo_name: str = ""
 
 
 def landmarks_in_box(pixels: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """The 68 landmarks (68, 2) of the face in `box` (pixel edges), predicted on the full-size photo."""
+    """The 68 landmarks (68, 2) of the face in `box` (pixel edges), predicted on the full-size photo.
+
+    dlib's shape predictor is not mirror-symmetric: on a face and on its mirror image it errs differently, which
+    tilted a turned head's pose one way for faces turned left and another for faces turned right (pitch apart by
+    up to 3.4 degrees between a portrait and its mirror). The landmarks are the mean of its prediction on the
+    photo and, mirrored back, on the mirror image, so a photo's landmarks and its mirror's are mirror images.
+    """
+    # dlib takes a box of whole pixels. Rounding each edge outward (not to the nearest, where a half pixel goes
+    # the same way on both sides) gives a photo's box and its mirror image's box mirror-image pixels.
+    x0, y0 = (float(np.floor(round(v, 6))) for v in box[:2])
+    x1, y1 = (float(np.ceil(round(v, 6))) for v in box[2:])
+    direct = _predicted(pixels, (x0, y0, x1, y1))
+    # Only the surroundings of the box are mirrored (the predictor reads pixels near the box): a whole photo of
+    # 4096 px would cost a 50 MB copy. Pixel edge x of the photo is edge left + span - x of the patch.
+    height, width = pixels.shape[:2]
+    margin = x1 - x0
+    left, right = max(0, int(np.floor(x0 - margin))), min(width, int(np.ceil(x1 + margin)))
+    top, bottom = max(0, int(np.floor(y0 - margin))), min(height, int(np.ceil(y1 + margin)))
+    patch = np.ascontiguousarray(pixels[top:bottom, left:right][:, ::-1])
+    span = right - left
+    mirrored = _predicted(patch, (span - (x1 - left), y0 - top, span - (x0 - left), y1 - top))[MIRRORED_ORDER]
+    back = np.stack([left + span - mirrored[:, 0], top + mirrored[:, 1]], axis=1)
+    return (direct + back) / 2
+
+
+def _predicted(pixels: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """dlib's 68 landmarks (68, 2, pixel edges: pixel i covers [i, i + 1)) of the face in `box` (pixel edges)."""
     x0, y0, x1, y1 = box
     rect = dlib.rectangle(round(x0), round(y0), round(x1) - 1, round(y1) - 1)
     shape = _shape_predictor()(pixels, rect)

@@ -57,6 +57,16 @@ class ICTModel:
         return v + torch.einsum("bk,kvc->bvc", expression, self.expression_basis)
 
 
+def mirror_partners(vertices: np.ndarray) -> np.ndarray:
+    """For each vertex (V, 3) the nearest vertex to its mirror image across x = 0 (ICT is built symmetric). Pass
+    the parts' vertices only (PART_VERTEX_RANGES): the overlays beyond them lie close to the skin and would be
+    taken for its partners."""
+    from scipy.spatial import cKDTree
+
+    mirrored = np.asarray(vertices, dtype=np.float64) * np.array([-1.0, 1.0, 1.0])
+    return cKDTree(vertices).query(mirrored)[1].astype(np.int64)
+
+
 def _triangulate(quads: np.ndarray) -> np.ndarray:
     """Quads (with -1 marking triangles) -> triangles in polygon order, quads split along their 0-2 diagonal."""
     pairs = np.stack([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]], axis=1)   # (P, 2, 3)
