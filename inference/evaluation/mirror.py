@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, help="a folder of photos")
     parser.add_argument("--heads", type=int, default=2, help="held-out synthetic heads (each at every yaw)")
     parser.add_argument("--steps", default="fast", help="the inversion budget (the import's default: fast)")
+    parser.add_argument("--without", nargs="+", default=[], choices=("encoder", "landmark-fit"),
+                        help="leave stages out to see where a gap comes from (the pivot becomes w_avg, the pose "
+                             "the mean head's); with both and --steps preview, both photos get one and the same head")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("bench/mirror.json"))
     args = parser.parse_args(argv)
@@ -79,9 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_allocator()
     torch.manual_seed(0)
     pipeline = Pipeline(args.steps, args.device, texture_size=None)
+    if "encoder" in args.without:
+        pipeline.session.encoder = None
+    if "landmark-fit" in args.without:
+        pipeline.session.landmark_regressor = None
     partner = load_template().mirror
     report: dict[str, Any] = {"command": "python -m inference.evaluation.mirror " + " ".join(argv or sys.argv[1:]),
-                              "machine": machine_info(torch.device(args.device)), "steps": args.steps, "groups": {}}
+                              "machine": machine_info(torch.device(args.device)), "steps": args.steps,
+                              "without": args.without, "groups": {}}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         groups: dict[str, list[dict[str, Any]]] = {}
@@ -103,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         report["groups"][name] = {"summary": summary(items), "items": items}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(json_safe(report), indent=2))
-    print(f"mirror consistency (face area, per-vertex distance mm), budget {args.steps}")
+    without = f", without {' and '.join(args.without)}" if args.without else ""
+    print(f"mirror consistency (face area, per-vertex distance mm), budget {args.steps}{without}")
     print(f"{'group':<22}{'items (failed)':>16}{'median of medians':>20}{'max median':>12}{'max p95':>10}")
     for name, group in report["groups"].items():
         s = group["summary"]
