@@ -14,6 +14,11 @@
        the sample's own clean renders (L1 colour), plus depth agreement with the sample's own 3D (E3DGE);
      - prior: a hinge on the distance of each predicted code from w_avg beyond what the prior itself reaches,
        and on the spread of the code across layers (the prior's w_plus is the same at every layer).
+   With `--mirror f`, a fraction f of the inputs are mirror images (left and right swapped): their truth is
+   the mirror image of the sample's head, which the image terms see by rendering the prediction on the
+   mirrored rays (x -> -x); it has no w_plus, so those inputs skip the latent term. The shipped encoder was
+   trained without (f = 0, the default); with f = 0.5 its left/right gap fell (0.71 -> 0.52 mm) and the
+   import's figures moved both ways, so it was not shipped (MODEL_CARD.md).
 3. The encoder is written beside the generator (encoder.json + encoder.safetensors) with its training record.
 """
 
@@ -31,6 +36,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from inference.batch.views import mirrored_cam2world
 from inference.core.latent import sample_z
 from inference.core.model_io import DEFAULT_MODEL_DIR, load_model, save_encoder
 from inference.core.networks.encoder import EncoderConfig, LatentEncoder
@@ -60,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--latent-weight", type=float, default=0.05,
                    help="most of w's spread does not show in an image, so the latent term only steers")
+    p.add_argument("--mirror", type=float, default=0.0, help="fraction of inputs mirrored left to right")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this wall time")
     p.add_argument("--validate-only", action="store_true",
@@ -97,10 +104,21 @@ def make_pairs(generator: TriPlaneGenerator, count: int, seed: int, batch: int =
     return {key: torch.cat(values) for key, values in pairs.items()}
 
 
+MIRROR_X = torch.tensor([-1.0, 1.0, 1.0])
+
+
+def mirror_cameras(cameras: torch.Tensor) -> torch.Tensor:
+    """(n, 25) EG3D labels of the cameras that see the mirror image (x -> -x) of what `cameras` see; with the
+    principal point centred, their images are the originals flipped left to right."""
+    cam2world = np.stack([mirrored_cam2world(c) for c in cameras[:, :16].reshape(-1, 4, 4).double().numpy()])
+    return torch.cat([torch.from_numpy(cam2world).to(cameras).reshape(-1, 16), cameras[:, 16:]], dim=1)
+
+
 def ray_losses(generator: TriPlaneGenerator, w_pred: torch.Tensor, w_true: torch.Tensor, camera: torch.Tensor,
-               rays: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
+               rays: int, rng: torch.Generator, mirrored: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Re-render predicted and true heads on the same random rays of the input camera and of a novel camera:
-    colour L1 in both views, depth L1 where the true head is solid (in units of 5 mm)."""
+    colour L1 in both views, depth L1 where the true head is solid (in units of 5 mm). Where `mirrored` (n,)
+    is set the prediction is of the mirror image, so it is rendered on the mirrored rays."""
     n = w_pred.shape[0]
     res = generator.config.rendering.neural_rendering_resolution
     planes_pred = generator.synthesize_planes(w_pred)
@@ -114,6 +132,9 @@ def ray_losses(generator: TriPlaneGenerator, w_pred: torch.Tensor, w_true: torch
         with torch.no_grad():
             truth = render_rays(lambda p: generator.sample_field(planes_true, p), origins, dirs,
                                 generator.config.rendering, deterministic=True)
+        if mirrored is not None:
+            sign = torch.where(mirrored[:, None, None], MIRROR_X, torch.ones(3))
+            origins, dirs = origins * sign, dirs * sign
         pred = render_rays(lambda p: generator.sample_field(planes_pred, p), origins, dirs,
                            generator.config.rendering, deterministic=True)
         losses[f"{view}_colour"] = (pred["features"][..., :3] - truth["features"][..., :3]).abs().mean()
@@ -127,7 +148,8 @@ def ray_losses(generator: TriPlaneGenerator, w_pred: torch.Tensor, w_true: torch
 def validate(generator: TriPlaneGenerator, encoder: LatentEncoder, count: int = 24, seed: int = 20_000) -> dict:
     """Held-out pairs (a seed training never draws): the encoder's code against w_avg, re-rendered in the
     input view and 30 degrees away: colour PSNR of the direct renders and median depth error (mm) where the
-    true head is solid. Inputs are augmented like training inputs (with their own seed)."""
+    true head is solid; and the encoder's left/right gap (`encoder_mirror_depth_mm`). Inputs are augmented
+    like training inputs (with their own seed)."""
     pairs = make_pairs(generator, count, seed=seed)
     images = augment(pairs["image"].float(), pairs["mask"].float(), torch.Generator().manual_seed(seed))
     w_avg = generator.w_avg[None, None].expand(count, generator.num_ws, -1)
@@ -149,6 +171,14 @@ def validate(generator: TriPlaneGenerator, encoder: LatentEncoder, count: int = 
                 solid = true_mask > 0.95
                 depth = (render["image_depth"] - true_depth).abs()[solid].median() / MM
                 figures.setdefault(f"{name}_{view}_depth_mm", []).append(float(depth))
+        # Left/right: the head encoded from the mirror image, rendered by the mirrored camera and flipped back,
+        # against the head encoded from the image (median depth gap over the true head, input view).
+        solid = pairs["mask"][i:i + 1].float() > 0.95
+        depths = [generator.render(generator.synthesize_planes(w), w, c, super_resolve=False)["image_depth"]
+                  for w, c in ((encoder(images[i:i + 1]), pairs["camera"][i:i + 1]),
+                               (encoder(images[i:i + 1].flip(-1)), mirror_cameras(pairs["camera"][i:i + 1])))]
+        gap = (depths[0] - depths[1].flip(-1)).abs()[solid].median() / MM
+        figures.setdefault("encoder_mirror_depth_mm", []).append(float(gap))
     return {key: round(float(np.median(values)), 3) for key, values in figures.items()} | {"pairs": count}
 
 
@@ -197,15 +227,21 @@ def main(argv: list[str] | None = None) -> int:
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(args.lr, run.step, args.steps)
         index = torch.randint(0, count, (args.batch,), generator=rng)
-        images = augment(pairs["image"][index].float(), pairs["mask"][index].float(), rng)
+        mirrored = torch.rand(args.batch, generator=rng) < args.mirror if args.mirror > 0 \
+            else torch.zeros(args.batch, dtype=torch.bool)
+        image, mask = (torch.where(mirrored[:, None, None, None], x.flip(-1), x)
+                       for x in (pairs["image"][index].float(), pairs["mask"][index].float()))
+        images = augment(image, mask, rng)
         w_true = pairs["w_plus"][index]
         w_pred = encoder(images)
-        latent = (((w_pred - w_true) / spread) ** 2).mean()
+        # A mirrored head has no w_plus of its own: the latent term is for the others only.
+        latent = ((((w_pred - w_true) / spread) ** 2).mean((1, 2))[~mirrored]).sum() / max(int((~mirrored).sum()), 1)
         distance = (((w_pred - w_avg) / spread) ** 2).mean(-1)
         prior = F.relu(distance - prior_distance).mean() + (((w_pred - w_pred.mean(1, keepdim=True)) / spread) ** 2
                                                              ).mean()
         k = args.image_samples
-        images_losses = ray_losses(generator, w_pred[:k], w_true[:k], pairs["camera"][index[:k]], args.rays, rng) \
+        images_losses = ray_losses(generator, w_pred[:k], w_true[:k], pairs["camera"][index[:k]], args.rays, rng,
+                                   mirrored[:k]) \
             if run.step % args.image_every == 0 else {}
         total = args.latent_weight * latent + 0.1 * prior + sum(
             (v * (0.2 if "depth" in name else 1.0) for name, v in images_losses.items()), torch.zeros(()))
